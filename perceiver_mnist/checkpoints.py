@@ -1,0 +1,105 @@
+"""Crash-safe checkpoints: accelerate ``save_state`` into a temporary directory, then one atomic rename.
+
+A checkpoint directory is complete exactly when it has its final name and holds ``trainer_state.json`` (written
+last, inside the temporary directory). A kill at any instant leaves the previous complete checkpoint untouched,
+and ``--resume`` never picks up a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+
+from accelerate import Accelerator
+
+from .config import dumps
+from .errors import UserError
+from .runs import CHECKPOINTS_DIR, write_atomic
+
+STATE_FILE = "trainer_state.json"
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".old-"
+
+
+@dataclass
+class TrainerState:
+    """The loop's position, saved beside accelerate's model/optimizer/scheduler/RNG state."""
+
+    epoch: int = 0            # complete epochs
+    step: int = 0             # optimizer steps done in total
+    batch_in_epoch: int = 0   # batches of epoch ``epoch + 1`` already trained on (0 at an epoch boundary)
+    elapsed_s: float = 0.0    # training wall time so far, summed over sessions
+    skipped_steps: int = 0    # fp16 steps skipped by the loss scaler so far
+    epoch_loss_sum: float = 0.0  # this process's summed batch losses of the current epoch (exact mid-epoch resume)
+
+    @property
+    def name(self) -> str:
+        return f"epoch_{self.epoch}" if self.batch_in_epoch == 0 else f"step_{self.step}"
+
+
+def _read_state(path: str) -> TrainerState | None:
+    try:
+        with open(os.path.join(path, STATE_FILE)) as f:
+            return TrainerState(**json.load(f))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def complete_checkpoints(run_dir: str) -> list[tuple[str, TrainerState]]:
+    """Complete checkpoints of a run, oldest first."""
+    root = os.path.join(run_dir, CHECKPOINTS_DIR)
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        if name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+            continue
+        state = _read_state(os.path.join(root, name))
+        if state is not None:
+            found.append((os.path.join(root, name), state))
+    return sorted(found, key=lambda item: item[1].step)
+
+
+def save(accelerator: Accelerator, run_dir: str, state: TrainerState, keep: int) -> str:
+    """Save the full training state atomically; keep the ``keep`` newest checkpoints. Call on every process."""
+    root = os.path.join(run_dir, CHECKPOINTS_DIR)
+    final = os.path.join(root, state.name)
+    tmp = os.path.join(root, TMP_PREFIX + state.name)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # left over from a crash during an earlier write
+        os.makedirs(root, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)  # every process writes its own RNG state into it
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_atomic(os.path.join(tmp, STATE_FILE), dumps(asdict(state)))
+        if os.path.exists(final):  # same position saved before (e.g. after falling back from a corrupt one)
+            trash = os.path.join(root, TRASH_PREFIX + state.name)
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(final, trash)
+        os.replace(tmp, final)
+        for path, _ in complete_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(path, ignore_errors=True)
+        for name in os.listdir(root):
+            if name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
+    """Restore the newest loadable checkpoint; an unreadable one is reported and the previous one is tried."""
+    candidates = complete_checkpoints(run_dir)
+    if not candidates:
+        raise UserError(f"{run_dir} has no complete checkpoint to resume from; start it again without --resume "
+                        f"under a new --run name")
+    for path, state in reversed(candidates):
+        try:
+            accelerator.load_state(path)
+            return state
+        except Exception as err:
+            accelerator.print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:120] if str(err) else ''}); trying the previous one")
+    raise UserError(f"every checkpoint in {os.path.join(run_dir, CHECKPOINTS_DIR)} is unreadable; "
+                    f"start a new run")

@@ -1,0 +1,273 @@
+"""Configuration: the training recipe, the run options, the named presets and the CLI built from them.
+
+Two dataclasses hold every setting:
+
+* ``Recipe``: what is trained and how (model, data, optimisation). Saved to ``runs/NAME/config.json``;
+  ``--resume`` reloads it, so a resumed run trains the same recipe unless a flag says otherwise.
+* ``RunOptions``: where and how this invocation runs (run name, paths, seed, step limits). Not a property of
+  the model; given again on every invocation.
+
+Every field is a ``--flag`` (underscores become dashes) whose help text is the field's ``help`` metadata.
+Hardware and precision are deliberately absent: they come from the accelerate config file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Sequence
+
+from .errors import UserError
+
+IMAGE_SIZE = 28  # MNIST and Fashion-MNIST are 28x28 grey images.
+NUM_CLASSES = 10
+
+
+def _f(default: Any, help: str, choices: Sequence[Any] | None = None, model: bool = False) -> Any:
+    """A dataclass field with CLI help; ``model=True`` marks fields that shape the network's weights."""
+    return field(default=default, metadata={"help": help, "choices": choices, "model": model})
+
+
+@dataclass
+class Recipe:
+    """Everything that defines a training run's result. Defaults are the ``default`` preset."""
+
+    # --- data ---
+    dataset: str = _f("mnist", "Dataset to train on (MNIST ships with the repo; Fashion-MNIST is downloaded).",
+                      ["mnist", "fashion-mnist"], model=True)
+    val_size: int = _f(0, "Training images held out as a validation split for model selection (0: none).")
+    translate: int = _f(2, "Augmentation: random shift of up to this many pixels (0: off).")
+    rotate: float = _f(10.0, "Augmentation: random rotation of up to this many degrees (0: off).")
+    scale: float = _f(0.1, "Augmentation: random zoom by a factor in [1-scale, 1+scale] (0: off).")
+
+    # --- model: input adapter (image -> tokens) ---
+    adapter: str = _f("patches", "How an image becomes input tokens: 'image' (the seed's single 784-dim token), "
+                      "'pixels' (784 tokens) or 'patches' (one token per patch), the last two with 2-D Fourier "
+                      "position features.", ["image", "pixels", "patches"], model=True)
+    patch_size: int = _f(4, "Patch side in pixels for --adapter patches (must divide 28).", model=True)
+    num_freq_bands: int = _f(6, "Fourier position features: frequency bands per axis.", model=True)
+    max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles over the image.", model=True)
+    token_dim: int = _f(64, "Linear projection of each input token to this width before cross-attention "
+                        "(0: feed the raw token features).", model=True)
+
+    # --- model: Perceiver IO (lucidrains' perceiver-pytorch) ---
+    num_latents: int = _f(32, "Number of latent vectors.", model=True)
+    latent_dim: int = _f(128, "Width of each latent vector.", model=True)
+    depth: int = _f(4, "Number of latent self-attention blocks.", model=True)
+    cross_heads: int = _f(1, "Heads of the encoder and decoder cross-attention.", model=True)
+    cross_dim_head: int = _f(64, "Width of each cross-attention head.", model=True)
+    latent_heads: int = _f(4, "Heads of the latent self-attention.", model=True)
+    latent_dim_head: int = _f(32, "Width of each latent self-attention head.", model=True)
+    queries_dim: int = _f(32, "Width of the output query.", model=True)
+    query: str = _f("learned", "Output query: 'zeros' (the seed's fixed all-zero query) or 'learned'.",
+                    ["zeros", "learned"], model=True)
+    decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
+
+    # --- optimisation ---
+    epochs: int = _f(10, "Number of passes over the training set.")
+    batch_size: int = _f(128, "Global batch size (split across processes; must divide by their number).")
+    test_batch_size: int = _f(1000, "Global batch size for evaluation.")
+    loss: str = _f("ce", "'ce': cross-entropy on logits; 'mse': the seed's MSE between logits and one-hot labels.",
+                   ["ce", "mse"])
+    label_smoothing: float = _f(0.1, "Label smoothing for --loss ce.")
+    optimizer: str = _f("adamw", "Optimizer.", ["adam", "adamw"])
+    lr: float = _f(1e-3, "Peak learning rate.")
+    weight_decay: float = _f(0.05, "Decoupled weight decay (adamw only).")
+    scheduler: str = _f("cosine", "'exponential': lr * gamma**epoch (the seed); 'cosine': decay to zero over the "
+                        "run; 'constant'.", ["exponential", "cosine", "constant"])
+    gamma: float = _f(0.9, "Per-epoch decay factor for --scheduler exponential.")
+    warmup_epochs: float = _f(0.5, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
+    grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).")
+
+    def model_fields(self) -> dict[str, Any]:
+        """The fields that determine the network's architecture (compared on --resume)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["model"]}
+
+    def validate(self) -> "Recipe":
+        """Raise a ``UserError`` naming the first field with an impossible value."""
+        positive = ["epochs", "batch_size", "test_batch_size", "num_latents", "latent_dim", "depth",
+                    "cross_heads", "cross_dim_head", "latent_heads", "latent_dim_head", "queries_dim",
+                    "patch_size", "num_freq_bands"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ["lr", "max_freq"]:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"--{_flag(name)} must be a positive number, got {value}")
+        for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing",
+                     "translate", "val_size", "token_dim"]:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"--{_flag(name)} must be zero or positive, got {value}")
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
+        if self.label_smoothing >= 1 or self.scale >= 1:
+            raise UserError("--label-smoothing and --scale must be below 1")
+        if self.adapter == "patches" and IMAGE_SIZE % self.patch_size:
+            raise UserError(f"--patch-size must divide {IMAGE_SIZE}, got {self.patch_size}")
+        return self
+
+
+@dataclass
+class RunOptions:
+    """How and where this invocation runs; not part of the recipe."""
+
+    run: str = _f("", "Run name: everything is written to LOGDIR/RUN (default: PRESET-YYYYmmdd-HHMMSS).")
+    logdir: str = _f("runs", "Root directory of all runs (point TensorBoard here).")
+    data_dir: str = _f("data", "Directory holding MNIST/raw and FashionMNIST/raw.")
+    seed: int = _f(0, "Random seed (model init, shuffling, augmentation).")
+    resume: bool = _f(False, "Continue the run named by --run from its latest complete checkpoint.")
+    max_steps: int = _f(0, "Stop after this many optimizer steps in total, evaluate and save (0: no limit).")
+    checkpoint_every: int = _f(0, "Also checkpoint every N optimizer steps within an epoch (0: epoch ends only).")
+    keep_checkpoints: int = _f(3, "How many of the newest checkpoints to keep.")
+    num_workers: int = _f(0, "DataLoader worker processes (the data is in memory: 0 is usually fastest).")
+    log_every: int = _f(10, "Log the train loss every N optimizer steps.")
+    grid_images: int = _f(32, "Test images shown in the per-epoch prediction grid (0: none).")
+
+    def validate(self) -> "RunOptions":
+        for name in ["max_steps", "checkpoint_every", "num_workers"]:
+            if getattr(self, name) < 0:
+                raise UserError(f"--{_flag(name)} must be zero or positive, got {getattr(self, name)}")
+        for name in ["keep_checkpoints", "log_every"]:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        if self.run and (self.run in (".", "..") or "/" in self.run or "\\" in self.run):
+            raise UserError(f"--run must be a plain directory name, got {self.run!r}")
+        return self
+
+
+# Named recipes: overrides on top of the ``Recipe`` defaults (which are the ``default`` preset).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The Colab notebook this project started from, faithfully: one 784-dim token per image, a fixed zero
+    # query of width 32, MSE on one-hot labels, Adam 1e-4 decayed by 0.9 per epoch.
+    "seed": dict(
+        adapter="image", token_dim=0, num_latents=256, latent_dim=512, depth=6, cross_heads=1,
+        cross_dim_head=64, latent_heads=8, latent_dim_head=64, queries_dim=32, query="zeros", decoder_ff=False,
+        epochs=50, batch_size=64, test_batch_size=1000, loss="mse", label_smoothing=0.0, optimizer="adam",
+        lr=1e-4, weight_decay=0.0, scheduler="exponential", gamma=0.9, warmup_epochs=0.0, grad_clip=0.0,
+        translate=0, rotate=0.0, scale=0.0,
+    ),
+    # A few-thousand-parameter model for tests and smoke runs.
+    "tiny": dict(
+        adapter="patches", patch_size=7, num_freq_bands=2, token_dim=16, num_latents=4, latent_dim=16, depth=1,
+        cross_heads=1, cross_dim_head=8, latent_heads=2, latent_dim_head=8, queries_dim=8, epochs=2,
+        batch_size=16, test_batch_size=32, warmup_epochs=0.0,
+    ),
+}
+
+
+def preset(name: str) -> Recipe:
+    """The named recipe (``default``, ``seed`` or ``tiny``)."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return Recipe(**PRESETS[name])
+
+
+def recipe_from_dict(values: dict[str, Any], source: str) -> Recipe:
+    """Rebuild a recipe saved by ``recipe_to_dict``; unknown or missing fields are an error."""
+    names = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{source} has unknown recipe fields {unknown}: it was written by another version")
+    return Recipe(**values)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def diff_model_fields(saved: Recipe, new: Recipe) -> list[str]:
+    """Model fields whose values differ, formatted ``name: saved -> new``."""
+    a, b = saved.model_fields(), new.model_fields()
+    return [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (plus a pointer to --help) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _preset_defaults(name: str) -> str:
+    values = {p: PRESETS[p].get(name, getattr(Recipe, name)) for p in PRESETS}
+    if len({repr(v) for v in values.values()}) == 1:
+        return f"default: {values['default']}"
+    return "presets: " + ", ".join(f"{p}={v}" for p, v in values.items())
+
+
+def _add_fields(group: argparse._ArgumentGroup, cls: type, recipe_fields: bool) -> None:
+    for f in fields(cls):
+        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS)
+        default_text = _preset_defaults(f.name) if recipe_fields else f"default: {f.default!r}"
+        kwargs["help"] = f"{f.metadata['help']} ({default_text})".replace("%", "%%")
+        if f.type in ("bool", bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}[str(f.type)]
+            kwargs["metavar"] = f.name.upper()
+            if f.metadata["choices"]:
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs.pop("metavar")
+        group.add_argument(f"--{_flag(f.name)}", **kwargs)
+
+
+def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog=prog,
+        description="Train a Perceiver IO classifier on MNIST. Hardware and precision come from the accelerate "
+                    "config: `accelerate launch --config_file accelerate_configs/X.yaml train.py [flags]`.",
+    )
+    parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
+                        help="Named recipe to start from; every recipe flag below overrides one of its fields "
+                             "(default: 'default', or the run's saved recipe with --resume).")
+    _add_fields(parser.add_argument_group("run options"), RunOptions, recipe_fields=False)
+    _add_fields(parser.add_argument_group("recipe (each overrides the preset)"), Recipe, recipe_fields=True)
+    return parser
+
+
+@dataclass
+class ParsedArgs:
+    """What the user asked for: the preset name (if given) and the explicitly given overrides."""
+
+    preset: str | None
+    recipe_overrides: dict[str, Any]
+    options: RunOptions
+
+
+def parse_args(argv: Sequence[str] | None = None, prog: str = "train.py") -> ParsedArgs:
+    """Parse the command line; only flags actually given are kept as overrides."""
+    given = vars(build_parser(prog).parse_args(argv))
+    recipe_names = {f.name for f in fields(Recipe)}
+    options = RunOptions(**{k: v for k, v in given.items() if k in {f.name for f in fields(RunOptions)}})
+    overrides = {k: v for k, v in given.items() if k in recipe_names}
+    return ParsedArgs(given.get("preset"), overrides, options.validate())
+
+
+def resolve_recipe(args: ParsedArgs, saved: Recipe | None = None) -> Recipe:
+    """The recipe to train: the saved one when resuming (else the preset), with the given flags on top."""
+    base = saved if saved is not None and args.preset is None else preset(args.preset or "default")
+    return dataclasses.replace(base, **args.recipe_overrides).validate()
+
+
+def default_run_name(preset_name: str | None) -> str:
+    return f"{preset_name or 'default'}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,220 @@
+"""Input pipeline: MNIST-format IDX files -> uint8 tensors in memory -> shuffled batches -> GPU-side augmentation.
+
+The whole dataset lives in memory as one uint8 tensor (47 MB for MNIST): a batch is a single fancy-indexing
+op, not 64 PIL conversions. Conversion to float, augmentation and normalisation happen batched, on the
+accelerator (normalisation inside the model, so the model works on any [0, 1] picture).
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import datasets
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from .config import IMAGE_SIZE, NUM_CLASSES
+from .errors import UserError
+
+FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+VAL_SPLIT_SEED = 20240601  # fixed, independent of --seed: the validation split never moves between runs
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    torchvision_class: type
+    mean: float  # per-pixel statistics of the training set, used by the model's input adapter
+    std: float
+    sha256: dict[str, str] | None  # of the uncompressed IDX files, checked when extracting a shipped .gz
+
+    @property
+    def folder(self) -> str:
+        return self.torchvision_class.__name__  # torchvision's layout: DATA_DIR/<ClassName>/raw/
+
+
+DATASETS = {
+    "mnist": DatasetInfo(datasets.MNIST, 0.1307, 0.3081, {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    }),
+    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, 0.2860, 0.3530, None),
+}
+
+
+def raw_dir(data_dir: str, dataset: str) -> str:
+    return os.path.join(data_dir, DATASETS[dataset].folder, "raw")
+
+
+def _extract_gz(gz_path: str, dest: str, expected_sha256: str | None) -> None:
+    """Decompress a shipped ``.gz`` next to itself, verifying its content, via a temp file + rename."""
+    try:
+        with gzip.open(gz_path, "rb") as f:
+            content = f.read()
+    except (OSError, EOFError) as err:
+        raise UserError(f"{gz_path} is not a valid gzip file ({err}); delete it and restore or re-download it")
+    digest = hashlib.sha256(content).hexdigest()
+    if expected_sha256 and digest != expected_sha256:
+        raise UserError(f"{gz_path} fails its checksum (sha256 {digest[:12]}..., expected "
+                        f"{expected_sha256[:12]}...); delete it and restore it (git checkout) or re-download it")
+    tmp = f"{dest}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(content)
+    os.replace(tmp, dest)
+
+
+def ensure_files(data_dir: str, dataset: str) -> None:
+    """Make the four uncompressed IDX files exist: extract shipped ``.gz`` files, else download with torchvision."""
+    info, folder = DATASETS[dataset], raw_dir(data_dir, dataset)
+    names = FILES[True] + FILES[False]
+    for name in names:
+        path = os.path.join(folder, name)
+        if not os.path.exists(path) and os.path.exists(path + ".gz"):
+            _extract_gz(path + ".gz", path, (info.sha256 or {}).get(name))
+    missing = [n for n in names if not os.path.exists(os.path.join(folder, n))]
+    if not missing:
+        return
+    # torchvision prints download progress and a multi-line error per mirror; keep only our one line.
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            info.torchvision_class(data_dir, train=True, download=True)
+    except Exception as err:  # URLError, RuntimeError, OSError, ...: all mean "could not download"
+        reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"{dataset} data missing: {', '.join(missing)} not in {folder} and the download failed ({reason}). "
+            f"Put the four IDX files (plain or .gz) in {folder}, or run once with internet access"
+        ) from None
+
+
+def _read_split(data_dir: str, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    folder = raw_dir(data_dir, dataset)
+    image_path, label_path = (os.path.join(folder, n) for n in FILES[train])
+    try:
+        ds = DATASETS[dataset].torchvision_class(data_dir, train=train, download=False)
+        images, labels = ds.data, ds.targets
+    except Exception:
+        # Name the broken file: read each with the same torchvision readers the dataset class uses.
+        for path, reader in ((image_path, read_image_file), (label_path, read_label_file)):
+            try:
+                reader(path)
+            except Exception as err:
+                detail = str(err) or "wrong magic number or size"
+                raise UserError(f"{path} is not a valid IDX file ({type(err).__name__}: {detail[:120]}); "
+                                f"delete it and restore the original file") from None
+        raise
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise UserError(f"{image_path} holds images of shape {tuple(images.shape[1:])}, expected 28x28")
+    if len(images) != len(labels):
+        raise UserError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels; "
+                        f"restore the matching pair of files")
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise UserError(f"{label_path} has labels outside 0..9; restore the original file")
+    return images.contiguous(), labels.long()
+
+
+class InMemoryDataset(Dataset):
+    """uint8 images ``(N, 28, 28)`` and int64 labels; a batch is fetched with one indexing op."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+
+def _already_batched(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch  # __getitems__ returns whole batches; module-level so worker processes can pickle it
+
+
+@dataclass
+class Splits:
+    train: InMemoryDataset
+    test: InMemoryDataset
+    val: InMemoryDataset | None
+
+
+def load_datasets(data_dir: str, dataset: str, val_size: int = 0) -> Splits:
+    """Load train/test (and a fixed validation split held out of train) into memory."""
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    ensure_files(data_dir, dataset)
+    train_x, train_y = _read_split(data_dir, dataset, train=True)
+    test_x, test_y = _read_split(data_dir, dataset, train=False)
+    val = None
+    if val_size:
+        if val_size >= len(train_y):
+            raise UserError(f"--val-size {val_size} leaves no training images (the training set has {len(train_y)})")
+        perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+        keep, held = perm[:-val_size].sort().values, perm[-val_size:].sort().values
+        val = InMemoryDataset(train_x[held], train_y[held])
+        train_x, train_y = train_x[keep], train_y[keep]
+    return Splits(InMemoryDataset(train_x, train_y), InMemoryDataset(test_x, test_y), val)
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation that is a pure function of (seed, epoch): every process, and a resumed run, sees the same
+    order, so accelerate can shard it and ``skip_first_batches`` can skip exactly what was already trained on."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def make_loader(ds: InMemoryDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, shuffle),
+                      collate_fn=_already_batched, num_workers=num_workers, drop_last=False,
+                      persistent_workers=num_workers > 0)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, 28, 28)`` -> float ``(B, 1, 28, 28)`` in [0, 1]."""
+    return images.unsqueeze(1).float().div_(255.0)
+
+
+def augment(x: torch.Tensor, translate: int, rotate: float, scale: float) -> torch.Tensor:
+    """Random affine transform of a float batch ``(B, 1, H, W)``, one matrix per image, on x's device."""
+    if not (translate or rotate or scale):
+        return x
+    b, device = x.shape[0], x.device
+    uniform = lambda: torch.rand(b, device=device) * 2 - 1  # noqa: E731  in [-1, 1)
+    angle = uniform() * math.radians(rotate)
+    zoom = 1 + uniform() * scale
+    shift = 2.0 * translate / x.shape[-1]  # affine_grid works in [-1, 1] coordinates: one pixel is 2/W
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([
+        torch.stack([cos, -sin, uniform() * shift], dim=1),
+        torch.stack([sin, cos, uniform() * shift], dim=1),
+    ], dim=1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,31 @@
+"""The one exception type that means "the user must fix something".
+
+Anything raised as a ``UserError`` is printed by the scripts as a single line and turns into exit code 2,
+without a traceback. Everything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input (flags, data, run directory, checkpoint) with a fix in its message."""
+
+
+def run_cli(main: Callable[[], int | None], prog: str) -> None:
+    """Call ``main`` and turn a ``UserError`` or Ctrl-C into one line on stderr and a non-zero exit."""
+    try:
+        code = main()
+    except UserError as err:
+        rank = os.environ.get("RANK")
+        prefix = f"{prog}: error" if rank in (None, "0") else f"{prog} [rank {rank}]: error"
+        print(f"{prefix}: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+    sys.exit(code or 0)

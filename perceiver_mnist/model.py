@@ -1,0 +1,191 @@
+"""The model, top to bottom as in the Perceiver IO diagram:
+
+    image (B, 1, 28, 28) in [0, 1]
+      -> input adapter: normalise, cut into tokens, add Fourier positions   (B, N, C)
+      -> [optional] linear token projection                                 (B, N, token_dim)
+      -> encoder cross-attention: latents (L, D) attend to the tokens       (B, L, D)
+      -> latent self-attention x depth                                      (B, L, D)
+      -> decoder cross-attention: one query (1, Q) attends to the latents   (B, 1, Q)
+      -> linear head                                                        (B, 1, 10) -> logits (B, 10)
+
+The Perceiver IO core (encoder, latents, decoder, head) is lucidrains' ``perceiver_pytorch.PerceiverIO``; this
+file owns what surrounds it: the input adapter and the output query.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from perceiver_pytorch import PerceiverIO
+from safetensors.torch import load_file
+from torch import nn
+
+from .config import IMAGE_SIZE, NUM_CLASSES, Recipe, recipe_from_dict
+from .data import DATASETS
+from .errors import UserError
+from .runs import WEIGHTS_FILE, read_config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input adapters: image -> tokens
+# ----------------------------------------------------------------------------------------------------------
+
+def fourier_positions(h: int, w: int, num_bands: int, max_freq: float) -> torch.Tensor:
+    """2-D Fourier features of a ``h x w`` grid over [-1, 1]^2: ``(h*w, 2 * (2 * num_bands + 1))``.
+
+    Per axis: sin and cos at ``num_bands`` frequencies from 1 to max_freq/2 cycles, plus the raw coordinate
+    (the Perceiver paper's encoding)."""
+    ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)
+    pos = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(h * w, 2, 1)  # (N, 2, 1)
+    freqs = torch.linspace(1.0, max_freq / 2, num_bands)                                   # (bands,)
+    angles = pos * freqs * math.pi                                                         # (N, 2, bands)
+    return torch.cat([angles.sin(), angles.cos(), pos], dim=-1).reshape(h * w, -1)
+
+
+class InputAdapter(nn.Module):
+    """Normalises a ``(B, 1, 28, 28)`` batch in [0, 1] and turns it into tokens ``(B, N, token_features)``.
+
+    ``grid`` is the (rows, cols) layout of the N tokens over the image, used to draw attention maps."""
+
+    grid: tuple[int, int]
+    token_features: int
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tokenize((images - self.mean) / self.std)
+
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ImageAdapter(InputAdapter):
+    """The seed's adapter: the whole image is ONE token of 784 features (no positions needed)."""
+
+    def __init__(self, mean: float, std: float):
+        super().__init__(mean, std)
+        self.grid, self.token_features = (1, 1), IMAGE_SIZE * IMAGE_SIZE
+
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).unsqueeze(1)  # (B, 1, 784)
+
+
+class PatchAdapter(InputAdapter):
+    """Non-overlapping ``p x p`` patches as tokens, each with its patch centre's Fourier position features.
+
+    ``patch_size=1`` is one token per pixel (the ``pixels`` adapter)."""
+
+    def __init__(self, mean: float, std: float, patch_size: int, num_freq_bands: int, max_freq: float):
+        super().__init__(mean, std)
+        self.p = patch_size
+        side = IMAGE_SIZE // patch_size
+        self.grid = (side, side)
+        # Derived from the recipe, so not saved in checkpoints (persistent=False).
+        self.register_buffer("pos", fourier_positions(side, side, num_freq_bands, max_freq), persistent=False)
+        self.token_features = patch_size * patch_size + self.pos.shape[1]
+
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        b, p = x.shape[0], self.p
+        patches = F.unfold(x, kernel_size=p, stride=p).transpose(1, 2)  # (B, N, p*p)
+        pos = self.pos.to(patches.dtype).expand(b, -1, -1)             # (B, N, P)
+        return torch.cat([patches, pos], dim=-1)                        # (B, N, p*p + P)
+
+
+def build_adapter(recipe: Recipe) -> InputAdapter:
+    stats = DATASETS[recipe.dataset]
+    if recipe.adapter == "image":
+        return ImageAdapter(stats.mean, stats.std)
+    patch = 1 if recipe.adapter == "pixels" else recipe.patch_size
+    return PatchAdapter(stats.mean, stats.std, patch, recipe.num_freq_bands, recipe.max_freq)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The classifier
+# ----------------------------------------------------------------------------------------------------------
+
+class PerceiverClassifier(nn.Module):
+    """Images ``(B, 1, 28, 28)`` in [0, 1] -> logits ``(B, 10)``."""
+
+    def __init__(self, recipe: Recipe):
+        super().__init__()
+        self.adapter = build_adapter(recipe)
+        width = self.adapter.token_features
+        self.project = nn.Linear(width, recipe.token_dim) if recipe.token_dim else nn.Identity()
+        self.perceiver = PerceiverIO(
+            dim=recipe.token_dim or width,
+            queries_dim=recipe.queries_dim,
+            logits_dim=NUM_CLASSES,
+            depth=recipe.depth,
+            num_latents=recipe.num_latents,
+            latent_dim=recipe.latent_dim,
+            cross_heads=recipe.cross_heads,
+            latent_heads=recipe.latent_heads,
+            cross_dim_head=recipe.cross_dim_head,
+            latent_dim_head=recipe.latent_dim_head,
+            decoder_ff=recipe.decoder_ff,
+        )
+        query = torch.zeros(1, recipe.queries_dim)
+        if recipe.query == "zeros":
+            # The seed's query: a constant, so not a parameter (and not in the state dict).
+            self.register_buffer("query", query, persistent=False)
+        else:
+            self.query = nn.Parameter(query.normal_(std=0.02))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.project(self.adapter(images))              # (B, N, C)
+        out = self.perceiver(tokens, queries=self.query)         # (B, 1, 10)
+        return out[:, 0]                                         # (B, 10)
+
+    @torch.no_grad()
+    def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder cross-attention weights ``(B, heads, latents, rows, cols)``: where each latent looks."""
+        # perceiver-pytorch computes the softmax inline; capture the (normalised) latents and tokens that enter
+        # the encoder cross-attention and recompute the weights from its own projections.
+        attn = self.perceiver.cross_attend_block.cross_attn.fn
+        seen: dict[str, torch.Tensor] = {}
+
+        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            seen["latents"], seen["tokens"] = args[0], kwargs["context"]
+
+        handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self(images)
+        finally:
+            handle.remove()
+        h = attn.heads
+        q = attn.to_q(seen["latents"])                                # (B, L, h*d)
+        k = attn.to_kv(seen["tokens"]).chunk(2, dim=-1)[0]            # (B, N, h*d)
+        b, n_lat, n_tok = q.shape[0], q.shape[1], k.shape[1]
+        q = q.view(b, n_lat, h, -1).transpose(1, 2)                   # (B, h, L, d)
+        k = k.view(b, n_tok, h, -1).transpose(1, 2)                   # (B, h, N, d)
+        weights = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)  # (B, h, L, N)
+        return weights.view(b, h, n_lat, *self.adapter.grid)
+
+
+def build_model(recipe: Recipe) -> PerceiverClassifier:
+    """The network for a recipe, freshly initialised."""
+    return PerceiverClassifier(recipe.validate())
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_model(run_dir: str) -> PerceiverClassifier:
+    """The trained model of a run (``config.json`` + ``model.safetensors``), in eval mode, on the CPU."""
+    weights_path = os.path.join(run_dir, WEIGHTS_FILE)
+    recipe = recipe_from_dict(read_config(run_dir)["recipe"], run_dir)
+    if not os.path.isfile(weights_path):
+        raise UserError(f"{weights_path} not found: the run has not finished (resume it to completion)")
+    try:
+        model = build_model(recipe)
+        model.load_state_dict(load_file(weights_path))
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"cannot load the model of {run_dir} ({type(err).__name__}: {str(err)[:160]})") from None
+    return model.eval()

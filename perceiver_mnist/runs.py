@@ -1,0 +1,72 @@
+"""The layout of a run directory, in one place (no torch import: figures.py uses it too).
+
+    LOGDIR/NAME/
+      events.out.tfevents.*     TensorBoard scalars, prediction grids, hparams
+      config.json               the fully resolved recipe and run options, written at start
+      checkpoints/epoch_N/      accelerate save_state after N complete epochs (+ trainer_state.json)
+      checkpoints/step_S/       mid-epoch checkpoints (--checkpoint-every, interrupts, --max-steps)
+      model.safetensors         final weights
+      figures/                  written by figures.py
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any
+
+from .errors import UserError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINTS_DIR = "checkpoints"
+FIGURES_DIR = "figures"
+EVENTS_GLOB = "events.out.tfevents.*"
+
+
+def list_runs(logdir: str) -> list[str]:
+    """Names of the directories under ``logdir`` that look like runs."""
+    if not os.path.isdir(logdir):
+        return []
+    return sorted(d for d in os.listdir(logdir) if is_run(os.path.join(logdir, d)))
+
+
+def is_run(path: str) -> bool:
+    return os.path.isdir(path) and (
+        os.path.exists(os.path.join(path, CONFIG_FILE)) or bool(glob.glob(os.path.join(path, EVENTS_GLOB)))
+        or os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)))
+
+
+def unknown_run_error(logdir: str, name: str) -> UserError:
+    runs = list_runs(logdir)
+    known = f"runs in {logdir}: {', '.join(runs)}" if runs else f"there are no runs in {logdir!r}"
+    return UserError(f"no run named {name!r} ({known})")
+
+
+def find_run(logdir: str, name: str) -> str:
+    """The path of an existing run, or a ``UserError`` listing the runs that do exist."""
+    path = os.path.join(logdir, name)
+    if not is_run(path):
+        raise unknown_run_error(logdir, name)
+    return path
+
+
+def read_config(run_dir: str) -> dict[str, Any]:
+    path = os.path.join(run_dir, CONFIG_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: the run was never started properly") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is unreadable ({err}); restore it or start a new run") from None
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never half of it."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
