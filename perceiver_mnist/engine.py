@@ -393,11 +393,11 @@ def train(args: ParsedArgs) -> int:
                           f"train.py --run {opts.run} --logdir {opts.logdir} --resume")
                 acc.end_training()
                 return EXIT_INTERRUPTED
-            if reason is None:
+            if state.batch_in_epoch == steps_per_epoch:  # also when --max-steps fell on the epoch's last step
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             summary = _end_of_epoch(loop, train_seconds, samples, session_start, elapsed_before)
             state.elapsed_s = elapsed_before + time.perf_counter() - session_start
-            if reason is None:
+            if state.batch_in_epoch == 0:
                 state.epoch_loss_sum = 0.0
             checkpoints.save(acc, run_dir, state, opts.keep_checkpoints)
             if reason == "max_steps":

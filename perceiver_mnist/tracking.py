@@ -29,7 +29,7 @@ ELAPSED = "time/elapsed_s"             # wall time since the run started, summed
 # --- image tag ---
 PREDICTIONS = "test/predictions"       # a grid of test digits titled with predicted / true class
 
-EPOCH_SCALARS = [TRAIN_LOSS, LEARNING_RATE, SAMPLES_PER_S, TEST_LOSS, TEST_ACCURACY, TEST_SAMPLES, EPOCH,
+EPOCH_SCALARS = [TRAIN_LOSS, SAMPLES_PER_S, TEST_LOSS, TEST_ACCURACY, TEST_SAMPLES, EPOCH,
                  EPOCH_TIME, EVAL_TIME, ELAPSED]
 
 

@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny synthetic MNIST-format data, and a real tiny training run made once per session."""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The `accelerate` command of the Python running the tests (a venv's bin/, or the PATH).
+ACCELERATE = str(Path(sys.executable).parent / "accelerate") if (Path(sys.executable).parent / "accelerate").exists() \
+    else shutil.which("accelerate") or "accelerate"
+N_TRAIN, N_TEST = 192, 90  # 90 test images: divides neither 2 processes x 32 nor 32, to exercise the remainder
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an IDX file (big-endian header: 0x08 = unsigned byte, then the dimension count and sizes)."""
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class k is a bright bar at row 2k+4 plus noise: learnable in a few steps, and nothing like MNIST."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 60, (n, 28, 28))
+    for i, k in enumerate(labels):
+        images[i, 2 * k + 4: 2 * k + 6, 4:24] = 255
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def make_dataset(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = synthetic_digits(n, seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def offline_env() -> dict[str, str]:
+    """The environment for subprocesses: no network (downloads fail fast, even on a machine with internet)."""
+    env = dict(os.environ)
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
+               HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return env
+
+
+def launch(args: list[str], config: str | None = "cpu.yaml", timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    """Run train.py for real: through `accelerate launch --config_file accelerate_configs/CONFIG`, or plain
+    `python train.py` when config is None."""
+    if config is None:
+        cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    else:
+        cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "accelerate_configs" / config),
+               str(ROOT / "train.py"), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=timeout,
+                          **kwargs)
+
+
+def tiny_args(data_dir: Path, logdir: Path, run: str, *extra: str) -> list[str]:
+    return ["--preset", "tiny", "--data-dir", str(data_dir), "--logdir", str(logdir), "--run", run, *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 2-epoch tiny run through `accelerate launch` with the CPU config, shared by several tests."""
+    logdir = tmp_path_factory.mktemp("runs")
+    result = launch(tiny_args(data_dir, logdir, "tiny", "--log-every", "2", "--grid-images", "8"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return logdir / "tiny"

@@ -1,0 +1,114 @@
+"""The input pipeline: IDX loading through torchvision, shipped .gz extraction, checks, sampler, augmentation."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from perceiver_mnist import data
+from perceiver_mnist.errors import UserError
+
+from .conftest import N_TEST, N_TRAIN, make_dataset, write_idx
+
+
+@pytest.fixture
+def fresh_data(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+def raw(root: Path, name: str) -> Path:
+    return root / "MNIST" / "raw" / name
+
+
+def test_loads_idx_files_into_memory_with_a_fixed_validation_split(fresh_data):
+    splits = data.load_datasets(str(fresh_data), "mnist")
+    assert splits.train.images.shape == (N_TRAIN, 28, 28) and splits.train.images.dtype == torch.uint8
+    assert len(splits.test) == N_TEST and splits.val is None
+    held = data.load_datasets(str(fresh_data), "mnist", val_size=32)
+    again = data.load_datasets(str(fresh_data), "mnist", val_size=32)
+    assert len(held.train) == N_TRAIN - 32 and len(held.val) == 32
+    assert torch.equal(held.val.images, again.val.images)  # the split never moves
+    # validation images are not in the training split
+    train_rows = {bytes(x.numpy()) for x in held.train.images}
+    assert not any(bytes(x.numpy()) in train_rows for x in held.val.images)
+
+
+def test_batches_are_fetched_whole(fresh_data):
+    ds = data.load_datasets(str(fresh_data), "mnist").train
+    images, labels = next(iter(data.make_loader(ds, 16, shuffle=False, seed=0, num_workers=0)))
+    assert images.shape == (16, 28, 28) and torch.equal(labels, ds.labels[:16])
+
+
+def test_shipped_gz_is_extracted_after_its_checksum_is_verified(fresh_data, monkeypatch):
+    sums = {}
+    for name in data.FILES[True] + data.FILES[False]:
+        path = raw(fresh_data, name)
+        sums[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        path.with_name(name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.DATASETS["mnist"], sha256=sums))
+    assert len(data.load_datasets(str(fresh_data), "mnist").train) == N_TRAIN
+    assert raw(fresh_data, "train-images-idx3-ubyte").exists()
+
+
+def test_a_gz_with_the_wrong_content_fails_its_checksum(fresh_data):
+    path = raw(fresh_data, "t10k-labels-idx1-ubyte")
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()  # the real MNIST checksum cannot match the synthetic file
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz fails its checksum"):
+        data.load_datasets(str(fresh_data), "mnist")
+    assert not path.exists()
+
+
+def test_missing_data_without_network_is_one_clear_error(tmp_path, monkeypatch):
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    with pytest.raises(UserError) as err:
+        data.load_datasets(str(tmp_path / "nowhere"), "mnist")
+    message = str(err.value)
+    assert "download failed" in message and "train-images-idx3-ubyte" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "train-images-idx3-ubyte is not a valid IDX file"),
+    ("magic", "train-images-idx3-ubyte is not a valid IDX file"),
+    ("short_labels", "has 192 images but"),
+    ("bad_labels", "labels outside 0..9"),
+])
+def test_corrupt_idx_files_are_named(fresh_data, damage, message):
+    images, labels = raw(fresh_data, "train-images-idx3-ubyte"), raw(fresh_data, "train-labels-idx1-ubyte")
+    if damage == "truncate":
+        images.write_bytes(images.read_bytes()[:5000])
+    elif damage == "magic":
+        images.write_bytes(b"\x00\x00\x99\x99" + images.read_bytes()[4:])
+    elif damage == "short_labels":
+        write_idx(labels, torch.zeros(100, dtype=torch.uint8).numpy())
+    else:
+        write_idx(labels, torch.full((N_TRAIN,), 11, dtype=torch.uint8).numpy())
+    with pytest.raises(UserError, match=message):
+        data.load_datasets(str(fresh_data), "mnist")
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch():
+    s = data.EpochSampler(50, seed=3, shuffle=True)
+    first = list(s)
+    assert sorted(first) == list(range(50)) and list(s) == first
+    s.set_epoch(1)
+    assert list(s) != first
+    assert list(data.EpochSampler(50, seed=3, shuffle=False)) == list(range(50))
+
+
+def test_augment_is_identity_when_off_and_moves_pixels_when_on():
+    torch.manual_seed(0)
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1
+    assert torch.equal(data.augment(x, 0, 0.0, 0.0), x)
+    shifted = data.augment(x, 3, 0.0, 0.0)
+    assert shifted.shape == x.shape and not torch.allclose(shifted, x)
+    assert torch.allclose(shifted.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=0.05)  # a shift keeps the ink
+    assert 0 <= shifted.min() and shifted.max() <= 1

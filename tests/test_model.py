@@ -1,0 +1,88 @@
+"""Tiny shapes, parameter counts per preset, input adapters, attention maps."""
+from __future__ import annotations
+
+import pytest
+import torch
+from perceiver_pytorch import PerceiverIO
+
+from perceiver_mnist import build_model, preset
+from perceiver_mnist.model import count_parameters, fourier_positions
+
+
+def seed_reference_count() -> int:
+    """Parameters of the seed notebook's PerceiverIO(dim=784, queries_dim=32, logits_dim=10, depth=6,
+    num_latents=256, latent_dim=512, cross_heads=1, latent_heads=8, cross_dim_head=64, latent_dim_head=64),
+    counted by hand from the Perceiver IO layout (pre-norm attention + GEGLU feed-forward blocks)."""
+    dim, lat, n_lat, q = 784, 512, 256, 32
+    norm = lambda d: 2 * d  # noqa: E731  LayerNorm gain + bias
+    attn = lambda qd, cd, inner: qd * inner + cd * 2 * inner + inner * qd + qd  # noqa: E731  q, kv, out(+bias)
+    ff = lambda d: d * d * 8 + d * 8 + d * 4 * d + d  # noqa: E731  Linear(d, 8d) -> GEGLU -> Linear(4d, d)
+    total = n_lat * lat                                                   # latent array
+    total += norm(lat) + norm(dim) + attn(lat, dim, 64)                   # encoder cross-attention
+    total += norm(lat) + ff(lat)                                          # its feed-forward
+    total += 6 * (norm(lat) + attn(lat, lat, 8 * 64) + norm(lat) + ff(lat))  # 6 latent self-attention blocks
+    total += norm(q) + norm(lat) + attn(q, lat, 64)                       # decoder cross-attention
+    total += q * 10 + 10                                                  # logits head
+    return total
+
+
+def test_seed_preset_has_the_seed_constructions_parameter_count():
+    reference = PerceiverIO(dim=784, queries_dim=32, logits_dim=10, depth=6, num_latents=256, latent_dim=512,
+                            cross_heads=1, latent_heads=8, cross_dim_head=64, latent_dim_head=64)
+    model = build_model(preset("seed"))
+    assert count_parameters(model) == count_parameters(reference) == seed_reference_count() == 28_731_338
+    # The seed's query is a fixed zero buffer, not a parameter, and the whole image is a single token.
+    assert torch.equal(model.query, torch.zeros(1, 32))
+    assert model.adapter(torch.rand(2, 1, 28, 28)).shape == (2, 1, 784)
+
+
+@pytest.mark.parametrize("name, low, high", [("tiny", 2_000, 20_000), ("default", 500_000, 3_000_000)])
+def test_preset_parameter_counts(name, low, high):
+    assert low < count_parameters(build_model(preset(name))) < high
+
+
+@pytest.mark.parametrize("name", ["seed", "default", "tiny"])
+def test_every_preset_maps_images_to_logits(name):
+    model = build_model(preset(name)).eval()
+    logits = model(torch.rand(3, 1, 28, 28))
+    assert logits.shape == (3, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("adapter, patch, tokens, features", [
+    ("image", 4, 1, 784), ("pixels", 4, 784, 1 + 2 * (2 * 3 + 1)), ("patches", 7, 16, 49 + 2 * (2 * 3 + 1))])
+def test_input_adapters_tokenize(adapter, patch, tokens, features):
+    recipe = preset("tiny")
+    recipe.adapter, recipe.patch_size, recipe.num_freq_bands = adapter, patch, 3
+    model = build_model(recipe)
+    assert model.adapter(torch.rand(2, 1, 28, 28)).shape == (2, tokens, features)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_patch_tokens_are_the_normalised_pixels_of_each_patch():
+    recipe = preset("tiny")  # 7x7 patches
+    model = build_model(recipe)
+    image = torch.rand(1, 1, 28, 28)
+    tokens = model.adapter(image)
+    normalised = (image - model.adapter.mean) / model.adapter.std
+    # token 5 = patch row 1, column 1 (4 patches per row)
+    assert torch.allclose(tokens[0, 5, :49], normalised[0, 0, 7:14, 7:14].reshape(-1))
+
+
+def test_fourier_positions_are_distinct_and_bounded():
+    pos = fourier_positions(7, 7, num_bands=4, max_freq=7.0)
+    assert pos.shape == (49, 2 * (2 * 4 + 1))
+    assert pos.abs().max() <= 1.0 + 1e-6
+    assert torch.cdist(pos, pos).fill_diagonal_(1.0).min() > 1e-3  # every position encoded differently
+
+
+def test_attention_maps_are_distributions_over_the_token_grid():
+    model = build_model(preset("tiny")).eval()  # 4 latents over a 4x4 patch grid
+    maps = model.attention_maps(torch.rand(2, 1, 28, 28))
+    assert maps.shape == (2, 1, 4, 4, 4)
+    assert torch.allclose(maps.sum(dim=(-1, -2)), torch.ones(2, 1, 4), atol=1e-5)
+
+
+def test_learned_query_is_a_parameter_and_zero_query_is_not():
+    learned, zeros = preset("tiny"), preset("tiny")
+    zeros.query = "zeros"
+    assert count_parameters(build_model(learned)) - count_parameters(build_model(zeros)) == learned.queries_dim

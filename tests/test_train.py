@@ -1,0 +1,180 @@
+"""End to end: real `accelerate launch` runs of train.py on tiny synthetic data (1 and 2 processes), resume,
+the model API on a trained run, the accelerate configs, and bad inputs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+from perceiver_mnist import build_model, load_model, preset
+from perceiver_mnist import tracking
+from perceiver_mnist.config import recipe_to_dict
+from perceiver_mnist.data import load_datasets, to_float
+from perceiver_mnist.events import read_events
+
+from .conftest import N_TEST, N_TRAIN, ROOT, launch, make_dataset, tiny_args
+
+TINY = preset("tiny")
+STEPS_PER_EPOCH = math.ceil(N_TRAIN / TINY.batch_size)
+
+
+def accuracy_of(model: torch.nn.Module, data_dir: Path) -> float:
+    """A plain 1-process evaluation of a model on the whole synthetic test set."""
+    test = load_datasets(str(data_dir), "mnist").test
+    with torch.no_grad():
+        preds = model(to_float(test.images)).argmax(-1)
+    return 100.0 * (preds == test.labels).float().mean().item()
+
+
+def raw_steps(run_dir: Path, tag: str) -> list[int]:
+    """The steps of a tag as TensorBoard shows them (after purging), duplicates NOT removed."""
+    acc = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def test_tiny_run_writes_everything(tiny_run: Path):
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["recipe"] == recipe_to_dict(TINY) and config["num_processes"] == 1
+    assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir()) == ["epoch_1", "epoch_2"]
+    assert (tiny_run / "checkpoints" / "epoch_2" / "trainer_state.json").exists()
+    assert (tiny_run / "model.safetensors").exists()
+
+    events = read_events(str(tiny_run))
+    for tag in tracking.EPOCH_SCALARS:
+        assert events.scalars[tag].steps == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH], tag
+    assert events.scalars[tracking.EPOCH].values == [1.0, 2.0]
+    assert events.scalars[tracking.TEST_SAMPLES].values == [N_TEST, N_TEST]  # the full test set, once
+    assert events.scalars[tracking.TRAIN_LOSS_STEP].steps == list(range(2, 2 * STEPS_PER_EPOCH + 1, 2))
+    grids = events.images[tracking.PREDICTIONS]
+    assert [step for step, _ in grids] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    assert grids[0][1].startswith(b"\x89PNG")
+
+
+def test_load_model_returns_the_trained_model(tiny_run: Path, data_dir: Path):
+    model = load_model(str(tiny_run))
+    assert not model.training
+    reference = build_model(TINY)
+    reference.load_state_dict(load_file(tiny_run / "checkpoints" / "epoch_2" / "model.safetensors"))
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.allclose(model(x), reference.eval()(x))
+    logged = read_events(str(tiny_run)).scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(model, data_dir) == pytest.approx(logged)
+
+
+def test_resume_continues_the_run_and_its_curves(tiny_run: Path, data_dir: Path, tmp_path: Path):
+    logdir = tmp_path / "runs"
+    shutil.copytree(tiny_run, logdir / "tiny")
+    result = launch(["--run", "tiny", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
+                     "--epochs", "3", "--log-every", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed" in result.stdout and "epochs: 2 -> 3" in result.stdout
+    run = logdir / "tiny"
+    steps = raw_steps(run, tracking.TEST_ACCURACY)
+    assert steps == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH]
+    loss_steps = raw_steps(run, tracking.TRAIN_LOSS_STEP)
+    assert loss_steps == sorted(set(loss_steps)) and loss_steps[-1] == 3 * STEPS_PER_EPOCH
+    assert json.loads((run / "config.json").read_text())["recipe"]["epochs"] == 3
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_1", "epoch_2", "epoch_3"]
+
+
+def test_stale_events_after_the_last_checkpoint_are_purged_on_resume(data_dir: Path, tmp_path: Path):
+    logdir = tmp_path / "runs"
+    args = tiny_args(data_dir, logdir, "r", "--max-steps", "8", "--checkpoint-every", "4", "--log-every", "1")
+    assert launch(args, config=None).returncode == 0
+    # Pretend the process died after logging step 8 but before its checkpoint was written.
+    shutil.rmtree(logdir / "r" / "checkpoints" / "step_8")
+    result = launch(["--run", "r", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
+                     "--max-steps", "10", "--log-every", "1"], config=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at epoch 0, step 4 (4 batches into epoch 1)" in result.stdout
+    assert raw_steps(logdir / "r", tracking.TRAIN_LOSS_STEP) == list(range(1, 11))
+
+
+def test_two_processes_shard_training_and_count_each_test_image_once(data_dir: Path, tmp_path: Path):
+    logdir = tmp_path / "runs"
+    result = launch(tiny_args(data_dir, logdir, "ddp", "--epochs", "1"), config="multi_cpu.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = logdir / "ddp"
+    assert json.loads((run / "config.json").read_text())["num_processes"] == 2
+    assert "2 process(es)" in result.stdout
+    events = read_events(str(run))
+    # 90 test images over 2 processes x 16 per batch: accelerate pads the last batch, gather_for_metrics drops it.
+    assert events.scalars[tracking.TEST_SAMPLES].values == [N_TEST]
+    # The global batch is split, so an epoch has as many steps as with one process.
+    assert events.scalars[tracking.EPOCH].steps == [STEPS_PER_EPOCH]
+    logged = events.scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
+
+
+@pytest.mark.parametrize("config, distributed, processes, precision", [
+    ("cpu.yaml", "NO", 1, "no"), ("multi_cpu.yaml", "MULTI_GPU", 2, "no"), ("single_gpu.yaml", "NO", 1, "no"),
+    ("multi_gpu.yaml", "MULTI_GPU", 2, "no"), ("fp16.yaml", "NO", 1, "fp16"), ("bf16.yaml", "NO", 1, "bf16"),
+    ("multi_node.yaml", "MULTI_GPU", 16, "no"),
+])
+def test_accelerate_configs_parse_with_accelerates_loader(config, distributed, processes, precision):
+    from accelerate.commands.config.config_args import load_config_from_file
+    cfg = load_config_from_file(str(ROOT / "accelerate_configs" / config))
+    assert str(cfg.distributed_type).split(".")[-1] == distributed
+    assert (cfg.num_processes, str(cfg.mixed_precision).split(".")[-1].lower()) == (processes, precision)
+    assert cfg.use_cpu == config.endswith("cpu.yaml")
+    assert sorted(p.name for p in (ROOT / "accelerate_configs").glob("*.yaml")) == sorted(
+        ["cpu.yaml", "multi_cpu.yaml", "single_gpu.yaml", "multi_gpu.yaml", "fp16.yaml", "bf16.yaml",
+         "multi_node.yaml"])
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished_run(tiny_run: Path, tmp_path: Path) -> Path:
+    logdir = tmp_path / "runs"
+    shutil.copytree(tiny_run, logdir / "done")
+    return logdir / "done"
+
+
+def _bad_input(case: str, data_dir: Path, run: Path, tmp_path: Path) -> tuple[list[str], str]:
+    logdir = str(run.parent)
+    common = ["--preset", "tiny", "--logdir", logdir, "--data-dir", str(data_dir)]
+    if case == "missing_data":
+        return [*common[:-1], str(tmp_path / "empty"), "--run", "new"], "download failed"
+    if case == "corrupt_idx":
+        broken = make_dataset(tmp_path / "broken")
+        (broken / "MNIST/raw/t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+        return [*common[:-1], str(broken), "--run", "new"], "t10k-images-idx3-ubyte is not a valid IDX file"
+    if case == "existing_run":
+        return [*common, "--run", run.name], "already holds a run; continue it with --resume"
+    if case == "resume_unknown":
+        return [*common, "--run", "ghost", "--resume"], f"no run named 'ghost' (runs in {logdir}: {run.name})"
+    if case == "resume_other_model":
+        return [*common, "--run", run.name, "--resume", "--latent-dim", "32"], "latent_dim: 16 -> 32"
+    if case == "unwritable_logdir":
+        blocker = tmp_path / "a_file"
+        blocker.write_text("not a directory")
+        return ["--preset", "tiny", "--logdir", str(blocker / "runs"), "--data-dir", str(data_dir), "--run", "x"], \
+            "choose a writable --logdir"
+    if case == "zero_epochs":
+        return [*common, "--run", "new", "--epochs", "0"], "--epochs must be positive"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing_data", "corrupt_idx", "existing_run", "resume_unknown",
+                                  "resume_other_model", "unwritable_logdir", "zero_epochs"])
+def test_bad_inputs_get_one_line_and_nothing_is_lost(case, data_dir: Path, finished_run: Path, tmp_path: Path):
+    before = tree_digest(finished_run.parent)
+    args, message = _bad_input(case, data_dir, finished_run, tmp_path)
+    result = launch(args, config=None)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert tree_digest(finished_run.parent) == before  # nothing written before is touched
