@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from accelerate import Accelerator
 
+from . import faults
 from .config import dumps
 from .errors import UserError
 from .runs import CHECKPOINTS_DIR, write_atomic
@@ -72,6 +73,7 @@ def save(accelerator: Accelerator, run_dir: str, state: TrainerState, keep: int)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)  # every process writes its own RNG state into it
     accelerator.wait_for_everyone()
+    faults.kill_if_armed("checkpoint", state.step)
     if accelerator.is_main_process:
         write_atomic(os.path.join(tmp, STATE_FILE), dumps(asdict(state)))
         if os.path.exists(final):  # same position saved before (e.g. after falling back from a corrupt one)

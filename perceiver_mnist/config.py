@@ -196,7 +196,7 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (plus a pointer to --help) instead of the usage block."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -228,7 +228,7 @@ def _add_fields(group: argparse._ArgumentGroup, cls: type, recipe_fields: bool) 
 
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog,
         description="Train a Perceiver IO classifier on MNIST. Hardware and precision come from the accelerate "
                     "config: `accelerate launch --config_file accelerate_configs/X.yaml train.py [flags]`.",

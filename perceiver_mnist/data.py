@@ -192,9 +192,11 @@ class EpochSampler(Sampler[int]):
 
 
 def make_loader(ds: InMemoryDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
+    # The loader gets its own generator: creating an iterator (each epoch, and again when a resumed run skips
+    # batches) then draws from it instead of the global RNG, so augmentation draws do not shift on resume.
     return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, shuffle),
                       collate_fn=_already_batched, num_workers=num_workers, drop_last=False,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

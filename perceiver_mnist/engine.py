@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -20,7 +21,7 @@ from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from . import checkpoints, tracking
+from . import checkpoints, faults, tracking
 from .checkpoints import TrainerState
 from .config import (NUM_CLASSES, ParsedArgs, Recipe, RunOptions, default_run_name, diff_model_fields, dumps,
                      recipe_from_dict, recipe_to_dict, resolve_recipe)
@@ -58,13 +59,14 @@ def lr_factor(step: int, recipe: Recipe, steps_per_epoch: int) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    # fused: one kernel for the whole update instead of ~10 small ops per parameter tensor (CPU and CUDA).
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr)
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, fused=True)
     # No weight decay on biases and LayerNorm gains (the 1-D parameters), as is usual for transformers.
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
 
 
 class StopRequest:
@@ -130,11 +132,15 @@ def train_one_epoch(loop: Loop, epoch: int) -> str | None:
     # Non-finite losses are recorded on the device (no sync per step) and checked when the loss is logged.
     first_bad_step = torch.tensor(-1, device=acc.device)
     loss_sum = torch.zeros((), device=acc.device)
+    # disable=None: a bar in a terminal only, not in log files (the per-epoch summary line is printed anyway).
     bar = tqdm(batches, total=len(loop.train_loader), initial=state.batch_in_epoch, dynamic_ncols=True,
-               desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not acc.is_local_main_process)
+               desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
+               disable=None if acc.is_local_main_process else True)
     for images, labels in bar:
         x = augment(to_float(images), recipe.translate, recipe.rotate, recipe.scale)
         loss = loss_fn(loop.model(x), labels, recipe)
+        if faults.armed("nan", state.step + 1):
+            loss = loss * float("nan")
         acc.backward(loss)
         if recipe.grad_clip:
             acc.clip_grad_norm_(loop.model.parameters(), recipe.grad_clip)
@@ -153,7 +159,6 @@ def train_one_epoch(loop: Loop, epoch: int) -> str | None:
             acc.log({tracking.TRAIN_LOSS_STEP: mean_loss, tracking.LEARNING_RATE: loop.scheduler.get_last_lr()[0]},
                     step=state.step)
             bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
-        # Accumulate the epoch's loss sum in the state so a mid-epoch resume reports the true epoch mean.
         reason = None
         if opts.max_steps and state.step >= opts.max_steps:
             reason = "max_steps"
@@ -161,13 +166,15 @@ def train_one_epoch(loop: Loop, epoch: int) -> str | None:
             reason = "signal"
         if reason or (opts.checkpoint_every and state.step % opts.checkpoint_every == 0
                       and state.batch_in_epoch < len(loop.train_loader)):
-            _check_finite(loop, first_bad_step)
+            _check_finite(loop, first_bad_step)  # never checkpoint a poisoned model
+            # The epoch's loss sum lives in the state, so a mid-epoch resume still reports the true epoch mean.
             state.epoch_loss_sum += loss_sum.item()
             loss_sum.zero_()
             if reason:
                 bar.close()
                 return reason
             checkpoints.save(acc, loop.run_dir, state, opts.keep_checkpoints)
+        faults.kill_if_armed("step", state.step)
     bar.close()
     _check_finite(loop, first_bad_step)
     state.epoch_loss_sum += loss_sum.item()
@@ -199,6 +206,7 @@ def evaluate(loop: Loop, loader: Any) -> dict[str, float]:
         loss_sum += losses.double().sum()
         correct += (preds == labels).sum()
         count += labels.numel()
+        faults.kill_if_armed("eval", loop.state.step)
     return {"loss": loss_sum.item() / max(count, 1), "accuracy": 100.0 * correct.item() / max(count, 1),
             "count": count}
 
@@ -235,6 +243,7 @@ def _end_of_epoch(loop: Loop, train_seconds: float, samples: int, session_start:
         tracking.TEST_ACCURACY: test["accuracy"], tracking.TEST_SAMPLES: test["count"], tracking.EPOCH: epoch_done,
         tracking.EPOCH_TIME: train_seconds, tracking.EVAL_TIME: eval_seconds, tracking.ELAPSED: elapsed,
         tracking.SKIPPED_STEPS: state.skipped_steps,
+        tracking.MEMORY: psutil.Process().memory_info().rss / 2**20,
     }
     val_text = ""
     if loop.val_loader is not None:
@@ -314,15 +323,20 @@ def _versions() -> dict[str, str]:
     return {pkg: version(pkg) for pkg in ("torch", "accelerate", "perceiver-pytorch")}
 
 
+def make_accelerator(logdir: str) -> Accelerator:
+    """The one Accelerator of a run. Precision and devices come from the accelerate config, never from here."""
+    # One gap to fill: accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and
+    # without a GPU the processes would then not form a group at all. Several processes and no GPU: gloo on CPU.
+    no_gpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # split_batches: the recipe's batch sizes are global, so N processes take the same steps as one.
+    return Accelerator(cpu=no_gpu_group, log_with="tensorboard", project_dir=logdir,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
 def train(args: ParsedArgs) -> int:
     """Run (or resume) one training run; returns the process exit code."""
     session_start = time.perf_counter()
-    # Precision and device placement come from the accelerate config; nothing here may override them. One gap:
-    # accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and without a GPU the
-    # processes would then not form a group at all. With several processes and no GPU, gloo on the CPU it is.
-    no_gpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    acc = Accelerator(cpu=no_gpu_group, log_with="tensorboard", project_dir=args.options.logdir,
-                      dataloader_config=DataLoaderConfiguration(split_batches=True))
+    acc = make_accelerator(args.options.logdir)
     # Every process must use the same run name: the timestamped default is decided on rank 0.
     if not args.options.run:
         if args.options.resume:
@@ -368,9 +382,10 @@ def train(args: ParsedArgs) -> int:
     # from the checkpoint without duplicate or stale steps.
     acc.init_trackers(opts.run, init_kwargs={"tensorboard": {"purge_step": state.step + 1} if not fresh else {}})
     if fresh and acc.is_main_process:
-        tracking.log_hparams(acc.get_tracker("tensorboard", unwrap=True),
-                             {**recipe_to_dict(recipe), "seed": opts.seed, "num_processes": acc.num_processes,
-                              "mixed_precision": acc.mixed_precision})
+        writer = acc.get_tracker("tensorboard", unwrap=True)
+        tracking.log_hparams(writer, {**recipe_to_dict(recipe), "seed": opts.seed,
+                                      "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision})
+        writer.flush()
     acc.print(f"run {run_dir}: {count_parameters(acc.unwrap_model(model)):,} parameters, "
               f"{acc.num_processes} process(es) on {acc.device}, precision {acc.mixed_precision}, "
               f"{len(splits.train)} train / {len(splits.test)} test images, {steps_per_epoch} steps per epoch")

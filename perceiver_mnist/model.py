@@ -17,7 +17,6 @@ import math
 import os
 
 import torch
-import torch.nn.functional as F
 from perceiver_pytorch import PerceiverIO
 from safetensors.torch import load_file
 from torch import nn
@@ -90,9 +89,11 @@ class PatchAdapter(InputAdapter):
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
         b, p = x.shape[0], self.p
-        patches = F.unfold(x, kernel_size=p, stride=p).transpose(1, 2)  # (B, N, p*p)
-        pos = self.pos.to(patches.dtype).expand(b, -1, -1)             # (B, N, P)
-        return torch.cat([patches, pos], dim=-1)                        # (B, N, p*p + P)
+        rows, cols = self.grid
+        # A view + permute, not F.unfold: im2col is many times slower on the CPU for this job.
+        patches = x.reshape(b, rows, p, cols, p).transpose(2, 3).reshape(b, rows * cols, p * p)  # (B, N, p*p)
+        pos = self.pos.to(patches.dtype).expand(b, -1, -1)                                       # (B, N, P)
+        return torch.cat([patches, pos], dim=-1)                                                 # (B, N, p*p + P)
 
 
 def build_adapter(recipe: Recipe) -> InputAdapter:

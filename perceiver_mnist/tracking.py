@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import numpy as np
-import torch
 
 # --- scalar tags ---
 TRAIN_LOSS_STEP = "train/loss_step"    # every --log-every steps, mean over processes
@@ -26,15 +24,17 @@ EPOCH = "epoch"                        # the (fractional, for --max-steps) epoch
 EPOCH_TIME = "time/epoch_s"            # training wall time of the epoch
 EVAL_TIME = "time/eval_s"              # wall time of the test evaluation
 ELAPSED = "time/elapsed_s"             # wall time since the run started, summed over resumed sessions
+MEMORY = "system/rss_mb"               # resident memory of the main process at the epoch's end (leaks show here)
 # --- image tag ---
 PREDICTIONS = "test/predictions"       # a grid of test digits titled with predicted / true class
 
 EPOCH_SCALARS = [TRAIN_LOSS, SAMPLES_PER_S, TEST_LOSS, TEST_ACCURACY, TEST_SAMPLES, EPOCH,
-                 EPOCH_TIME, EVAL_TIME, ELAPSED]
+                 EPOCH_TIME, EVAL_TIME, ELAPSED, MEMORY]
 
 
-def prediction_grid(images: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor, title: str) -> bytes:
-    """PNG bytes of a grid of digits, each titled ``pred / true``; wrong predictions in red with a red frame."""
+def prediction_grid(images: Any, preds: Any, labels: Any, title: str) -> bytes:
+    """PNG bytes of a grid of digits (tensors ``(N, 1, 28, 28)`` in [0, 1], ``(N,)``, ``(N,)``), each titled
+    ``pred / true``; wrong predictions in red with a red frame."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -81,8 +81,3 @@ def log_hparams(writer: Any, hparams: dict[str, Any]) -> None:
     clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
     for summary in hparams_summary(clean, {TEST_ACCURACY: 0.0, TEST_LOSS: 0.0}):
         writer._get_file_writer().add_summary(summary)
-
-
-def to_numpy_image(png: bytes) -> np.ndarray:
-    from PIL import Image
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))

@@ -58,16 +58,20 @@ def offline_env() -> dict[str, str]:
     return env
 
 
-def launch(args: list[str], config: str | None = "cpu.yaml", timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
-    """Run train.py for real: through `accelerate launch --config_file accelerate_configs/CONFIG`, or plain
+def train_cmd(args: list[str], config: str | None = "cpu.yaml") -> list[str]:
+    """train.py for real: through `accelerate launch --config_file accelerate_configs/CONFIG`, or plain
     `python train.py` when config is None."""
     if config is None:
-        cmd = [sys.executable, str(ROOT / "train.py"), *args]
-    else:
-        cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "accelerate_configs" / config),
-               str(ROOT / "train.py"), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=timeout,
-                          **kwargs)
+        return [sys.executable, str(ROOT / "train.py"), *args]
+    return [ACCELERATE, "launch", "--config_file", str(ROOT / "accelerate_configs" / config),
+            str(ROOT / "train.py"), *args]
+
+
+def launch(args: list[str], config: str | None = "cpu.yaml", timeout: float = 240,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run train.py to completion (see ``train_cmd``) and capture its output."""
+    return subprocess.run(train_cmd(args, config), cwd=ROOT, env={**offline_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def tiny_args(data_dir: Path, logdir: Path, run: str, *extra: str) -> list[str]:

@@ -112,6 +112,11 @@ def test_two_processes_shard_training_and_count_each_test_image_once(data_dir: P
     assert events.scalars[tracking.EPOCH].steps == [STEPS_PER_EPOCH]
     logged = events.scalars[tracking.TEST_ACCURACY].values[-1]
     assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
+    # Only rank 0 writes logs and the checkpoint's model/optimizer; each rank adds its own RNG state.
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (run / "checkpoints" / "epoch_1").iterdir()) == [
+        "model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
+        "trainer_state.json"]
 
 
 @pytest.mark.parametrize("config, distributed, processes, precision", [

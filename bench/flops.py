@@ -1,0 +1,86 @@
+"""Compute efficiency: achieved training FLOP/s of a preset divided by this machine's fp32 matmul FLOP/s.
+
+FLOPs of one training step (forward + backward, optimizer excluded) are counted with torch.utils.flop_counter;
+the step is timed the way train.py runs it (augmentation, loss, backward, clipping, AdamW). The matmul peak is a
+large square fp32 matmul measured in the same process, with the same threads.
+
+    python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from perceiver_mnist.config import preset  # noqa: E402
+from perceiver_mnist.data import augment  # noqa: E402
+from perceiver_mnist.engine import build_optimizer, loss_fn  # noqa: E402
+from perceiver_mnist.model import build_model  # noqa: E402
+
+
+def matmul_flops_per_s(n: int = 2048, repeat: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n ** 3 * repeat / (time.perf_counter() - t0)
+
+
+def training_step_flops(name: str, batch: int, steps: int) -> tuple[int, float]:
+    recipe = preset(name)
+    torch.manual_seed(0)
+    model = build_model(recipe).train()
+    optimizer = build_optimizer(model, recipe)
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        xa = augment(x, recipe.translate, recipe.rotate, recipe.scale)
+        loss = loss_fn(model(xa), y, recipe)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        loss = loss_fn(model(x), y, recipe)
+        loss.backward()
+    flops = counter.get_total_flops()
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return flops, (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[preset("default").batch_size])
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    peak = matmul_flops_per_s()
+    print(json.dumps({"threads": torch.get_num_threads(), "fp32_matmul_gflops": round(peak / 1e9, 1)}), flush=True)
+    for batch in args.batch_sizes:
+        flops, seconds = training_step_flops(args.preset, batch, args.steps)
+        achieved = flops / seconds
+        print(json.dumps({"preset": args.preset, "batch_size": batch, "gflop_per_step": round(flops / 1e9, 2),
+                          "step_s": round(seconds, 4), "samples_per_s": round(batch / seconds, 1),
+                          "achieved_gflops": round(achieved / 1e9, 1),
+                          "efficiency": round(achieved / peak, 3)}), flush=True)
+    print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s() / 1e9, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

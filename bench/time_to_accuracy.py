@@ -1,0 +1,77 @@
+"""Train a preset on real MNIST and report wall clock from launch to the first epoch reaching 97/98/99% (and
+99.4/99.5%) test accuracy, the final accuracy, eval time, memory (peak RSS, RSS per epoch) and samples/s.
+
+Times are measured from this script's launch of `accelerate launch ... train.py`, so they include Python start-up,
+data loading and every evaluation: what a user waits for. The accuracy is on all 10,000 test images.
+
+    python bench/time_to_accuracy.py --data-dir ../shared/data --run bench-default [-- extra train.py flags]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from perceiver_mnist import tracking  # noqa: E402
+from perceiver_mnist.events import read_events  # noqa: E402
+
+THRESHOLDS = [97.0, 98.0, 99.0, 99.4, 99.5]
+
+
+def report(run_dir: str, launched_at: float) -> dict:
+    ev = read_events(run_dir)
+    acc = ev.scalars[tracking.TEST_ACCURACY]
+    epochs = dict(zip(ev.scalars[tracking.EPOCH].steps, ev.scalars[tracking.EPOCH].values))
+    crossing = {}
+    for threshold in THRESHOLDS:
+        hit = next((i for i, a in enumerate(acc.values) if a >= threshold), None)
+        crossing[f"{threshold:g}%"] = None if hit is None else {
+            "minutes_from_launch": round((acc.wall_times[hit] - launched_at) / 60, 2),
+            "epoch": epochs.get(acc.steps[hit])}
+    return {
+        "final_accuracy": acc.values[-1], "best_accuracy": max(acc.values),
+        "epochs": len(acc.values), "time_to": crossing,
+        "train_samples_per_s_median": sorted(ev.scalars[tracking.SAMPLES_PER_S].values)[len(acc.values) // 2],
+        "epoch_train_s_median": sorted(ev.scalars[tracking.EPOCH_TIME].values)[len(acc.values) // 2],
+        "eval_s_median": sorted(ev.scalars[tracking.EVAL_TIME].values)[len(acc.values) // 2],
+        "rss_mb_per_epoch": [round(v) for v in ev.scalars[tracking.MEMORY].values],
+        "test_images_counted": ev.scalars[tracking.TEST_SAMPLES].values[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"))
+    parser.add_argument("--logdir", default=os.path.join(ROOT, "runs"))
+    parser.add_argument("--run", default="bench-default")
+    parser.add_argument("--config", default="cpu.yaml", help="accelerate config in accelerate_configs/")
+    parser.add_argument("--report-only", action="store_true", help="Only report on an existing run (no timing).")
+    args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    run_dir = os.path.join(args.logdir, args.run)
+    if args.report_only:
+        print(json.dumps(report(run_dir, os.path.getmtime(os.path.join(run_dir, "config.json"))), indent=1))
+        return
+    cmd = ["accelerate", "launch", "--config_file", os.path.join(ROOT, "accelerate_configs", args.config),
+           os.path.join(ROOT, "train.py"), "--data-dir", args.data_dir, "--logdir", args.logdir, "--run", args.run,
+           *extra]
+    launched_at = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = time.time() - launched_at
+    result = {"command": " ".join(cmd), "machine": f"{platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "wall_minutes": round(wall / 60, 2),
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+              **report(run_dir, launched_at)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

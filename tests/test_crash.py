@@ -1,0 +1,131 @@
+"""Nothing lost: runs killed (SIGKILL) at several points, or interrupted (SIGINT/SIGTERM), resume exactly."""
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from perceiver_mnist import tracking
+from perceiver_mnist.checkpoints import TMP_PREFIX
+from perceiver_mnist.events import read_events
+from perceiver_mnist.faults import VARIABLE
+
+from .conftest import ROOT, launch, offline_env, tiny_args, train_cmd
+from .test_train import STEPS_PER_EPOCH, raw_steps
+
+TOTAL_STEPS = 2 * STEPS_PER_EPOCH  # tiny preset: 2 epochs
+EXTRA = ("--checkpoint-every", "5", "--log-every", "1", "--keep-checkpoints", "10")
+
+
+def final_numbers(run: Path) -> tuple[dict[str, torch.Tensor], float, float]:
+    events = read_events(str(run))
+    return (load_file(run / "model.safetensors"), events.scalars[tracking.TEST_ACCURACY].values[-1],
+            events.scalars[tracking.TEST_LOSS].values[-1])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir: Path, tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("baseline")
+    result = launch(tiny_args(data_dir, logdir, "base", *EXTRA), config=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return logdir / "base"
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    weights, acc, loss = final_numbers(run)
+    ref_weights, ref_acc, ref_loss = final_numbers(reference)
+    assert weights.keys() == ref_weights.keys()
+    for name in weights:
+        assert torch.allclose(weights[name], ref_weights[name], rtol=1e-5, atol=1e-6), name
+    assert acc == pytest.approx(ref_acc) and loss == pytest.approx(ref_loss, rel=1e-5)
+    # TensorBoard shows one continuous curve: every step once, in order.
+    assert raw_steps(run, tracking.TRAIN_LOSS_STEP) == list(range(1, TOTAL_STEPS + 1))
+    assert raw_steps(run, tracking.TEST_ACCURACY) == [STEPS_PER_EPOCH, TOTAL_STEPS]
+
+
+def resume(data_dir: Path, logdir: Path, name: str) -> subprocess.CompletedProcess:
+    result = launch(["--run", name, "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume", *EXTRA],
+                    config=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("point, resumes_from", [
+    ("step:7", "epoch 0, step 5 (5 batches into epoch 1)"),        # in the middle of an epoch
+    ("eval:12", "epoch 0, step 10 (10 batches into epoch 1)"),     # during the evaluation at the end of epoch 1
+    ("checkpoint:12", "epoch 0, step 10 (10 batches into epoch 1)"),  # while writing the epoch_1 checkpoint
+    ("checkpoint:15", "epoch 1, step 12"),                # while writing a mid-epoch checkpoint
+])
+def test_killed_runs_resume_exactly(point, resumes_from, data_dir, uninterrupted, tmp_path):
+    logdir = tmp_path / "runs"
+    killed = launch(tiny_args(data_dir, logdir, "k", *EXTRA), config=None, env={VARIABLE: point})
+    assert killed.returncode == -signal.SIGKILL
+    assert not (logdir / "k" / "model.safetensors").exists()
+    result = resume(data_dir, logdir, "k")
+    assert f"at {resumes_from}" in result.stdout
+    assert not any(p.name.startswith(TMP_PREFIX) for p in (logdir / "k" / "checkpoints").iterdir())
+    assert_same_run(logdir / "k", uninterrupted)
+
+
+def test_a_kill_at_a_random_moment_resumes_exactly(data_dir, uninterrupted, tmp_path):
+    logdir = tmp_path / "runs"
+    proc = subprocess.Popen(train_cmd(tiny_args(data_dir, logdir, "r", *EXTRA, "--epochs", "2"), None), cwd=ROOT,
+                            env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:  # training starts right after this line
+        if line.startswith("run "):
+            break
+    time.sleep(random.Random(1234).uniform(0.05, 0.6))
+    proc.kill()
+    proc.wait(timeout=60)
+    if (logdir / "r" / "model.safetensors").exists():
+        pytest.skip("the run finished before the kill; the fixed kill points above cover resume")
+    resume(data_dir, logdir, "r")
+    assert_same_run(logdir / "r", uninterrupted)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_checkpoints_and_says_how_to_resume(sig, data_dir, tmp_path):
+    logdir = tmp_path / "runs"
+    args = tiny_args(data_dir, logdir, "i", "--epochs", "200", "--log-every", "1")
+    proc = subprocess.Popen(train_cmd(args, None), cwd=ROOT, env=offline_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1/200"):  # the first epoch's summary: training is under way
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Resume with: accelerate launch train.py --run i" in out and "Traceback" not in err
+    saved = sorted((logdir / "i" / "checkpoints").iterdir())
+    assert saved and (saved[-1] / "trainer_state.json").exists()
+    resumed = launch(["--run", "i", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
+                      "--max-steps", str(STEPS_PER_EPOCH * 3)], config=None)
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stderr[-2000:]
+
+
+def test_a_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    logdir = tmp_path / "runs"
+    result = launch(tiny_args(data_dir, logdir, "n", *EXTRA), config=None, env={VARIABLE: "nan:7"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "became NaN or infinite at step 7" in lines[0]
+    assert "step_5 is intact" in lines[0] and "bf16" in lines[0]
+    assert [p.name for p in (logdir / "n" / "checkpoints").iterdir()] == ["step_5"]
+    assert "at epoch 0, step 5" in resume(data_dir, logdir, "n").stdout
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(data_dir, uninterrupted, tmp_path):
+    logdir = tmp_path / "runs"
+    killed = launch(tiny_args(data_dir, logdir, "c", *EXTRA), config=None, env={VARIABLE: "step:17"})
+    assert killed.returncode == -signal.SIGKILL
+    newest = logdir / "c" / "checkpoints" / "step_15" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    result = resume(data_dir, logdir, "c")
+    assert "step_15 is unreadable" in result.stdout and "at epoch 1, step 12" in result.stdout
+    assert_same_run(logdir / "c", uninterrupted)

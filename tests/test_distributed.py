@@ -1,0 +1,56 @@
+"""Distributed correctness on the CPU: 2 processes (multi_cpu.yaml) and 2 "machines" over loopback."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from perceiver_mnist import load_model, tracking
+from perceiver_mnist.events import read_events
+
+from .conftest import ACCELERATE, N_TEST, ROOT, offline_env, tiny_args
+from .test_train import accuracy_of
+
+
+def test_ranks_see_different_shards_and_their_weights_stay_equal(tmp_path):
+    cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "accelerate_configs" / "multi_cpu.yaml"),
+           str(ROOT / "tests" / "dist_check.py"), str(tmp_path)]
+    result = subprocess.run(cmd, cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
+    assert all(r["backend"].endswith("MULTI_CPU") for r in ranks)
+    a, b = ranks[0]["first_batch"], ranks[1]["first_batch"]
+    assert len(a) == len(b) == 4 and not set(a) & set(b)             # different halves of the global batch
+    assert sorted(a + b) == sorted(ranks[0]["global_first_batch"])   # together: exactly the global batch
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)  # synchronized gradients
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_machines_over_loopback_train_and_agree_with_one_process(data_dir: Path, tmp_path: Path):
+    logdir, port = tmp_path / "runs", free_port()
+    procs = []
+    for rank in (0, 1):
+        cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "accelerate_configs" / "multi_node.yaml"),
+               "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+               str(ROOT / "train.py"), *tiny_args(data_dir, logdir, "nodes", "--epochs", "1")]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=offline_env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    run = logdir / "nodes"
+    assert json.loads((run / "config.json").read_text())["num_processes"] == 2
+    events = read_events(str(run))
+    assert events.scalars[tracking.TEST_SAMPLES].values == [N_TEST]
+    assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(events.scalars[tracking.TEST_ACCURACY].values[-1])
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # only rank 0 logs

@@ -1,0 +1,129 @@
+"""figures.py on the event files of a real tiny training run."""
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perceiver_mnist import figures, tracking
+from perceiver_mnist.events import read_events
+
+from .conftest import ROOT
+
+CURVES = ["train_loss", "test_loss", "accuracy", "lr"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def made(tiny_run: Path, data_dir: Path, tmp_path_factory) -> tuple[Path, figures.Report]:
+    out = tmp_path_factory.mktemp("figures")
+    report = figures.make_figures(str(tiny_run.parent), tiny_run.name, str(out), data_dir=str(data_dir))
+    return out, report
+
+
+def test_every_figure_is_a_png_of_the_expected_size(made):
+    out, report = made
+    assert report.notices == []
+    for name in CURVES:
+        assert png_size(out / f"{name}.png") == (960, 600), name  # 6.4 x 4.0 inches at 150 dpi
+    assert png_size(out / "summary.png") == (2250, 630)
+    for name in ["confusion_matrix", "misclassified", "attention", "image_epoch_1", "image_epoch_2"]:
+        width, height = png_size(out / f"{name}.png")
+        assert width > 300 and height > 100, name
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in report.written)
+
+
+def test_prediction_grids_are_the_png_bytes_train_py_logged(made, tiny_run):
+    out, _ = made
+    grids = read_events(str(tiny_run)).images[tracking.PREDICTIONS]
+    assert (out / "image_epoch_2.png").read_bytes() == grids[-1][1]
+
+
+def test_curve_data_is_the_logged_scalars(tiny_run):
+    events = read_events(str(tiny_run))
+    epochs, acc = figures.per_epoch(events, tracking.TEST_ACCURACY)
+    assert list(epochs) == [1.0, 2.0]
+    assert list(acc) == events.scalars[tracking.TEST_ACCURACY].values
+    assert figures.best_epoch(events) == (float(epochs[np.argmax(acc)]), float(max(acc)))
+    steps, ep = figures.epoch_axis(events)
+    assert steps[0] == 0 and ep[0] == 0 and list(ep[1:]) == [1.0, 2.0]
+
+
+def test_smoothing_is_tensorboards_debiased_ema():
+    values = [1.0, 0.0, 0.0, 1.0]
+    expected, last = [], 0.0
+    for i, v in enumerate(values, start=1):
+        last = 0.9 * last + 0.1 * v
+        expected.append(last / (1 - 0.9 ** i))
+    assert np.allclose(figures.smooth(values), expected)
+    assert figures.smooth([3.0])[0] == 3.0
+
+
+def test_identical_inputs_give_identical_files(tiny_run, tmp_path):
+    a = figures.make_figures(str(tiny_run.parent), tiny_run.name, str(tmp_path / "a"), model_figures=False)
+    figures.make_figures(str(tiny_run.parent), tiny_run.name, str(tmp_path / "b"), model_figures=False)
+    for path in a.written:
+        name = Path(path).name
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_compare_overlays_two_runs(tiny_run, tmp_path):
+    logdir = tmp_path / "runs"
+    shutil.copytree(tiny_run, logdir / "a")
+    shutil.copytree(tiny_run, logdir / "b")
+    report = figures.make_figures(str(logdir), "a", compare=["b"], model_figures=False, fmt="svg")
+    compare = logdir / "a" / "figures" / "compare.svg"
+    assert str(compare) in report.written and compare.read_text().count("best 1") + \
+        compare.read_text().count("(best") >= 2
+
+
+def test_missing_tags_are_named_and_the_rest_is_still_made(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    run = tmp_path / "runs" / "partial"
+    with SummaryWriter(str(run)) as writer:
+        for step in range(1, 21):
+            writer.add_scalar(tracking.TRAIN_LOSS_STEP, 1.0 / step, step)
+    report = figures.make_figures(str(tmp_path / "runs"), "partial", model_figures=True)
+    assert [Path(p).name for p in report.written] == ["train_loss.png"]
+    notices = "\n".join(report.notices)
+    assert f"test_loss: skipped, the event files have no {tracking.TEST_LOSS}" in notices
+    assert "model.safetensors not found" in notices
+
+
+def run_figures(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "figures.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_unknown_run_lists_the_existing_ones(tiny_run):
+    result = run_figures("--logdir", str(tiny_run.parent), "--run", "nope")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"figures.py: error: no run named 'nope' (runs in {tiny_run.parent}: tiny)"
+
+
+def test_a_run_without_event_files_is_a_clear_error(tmp_path):
+    run = tmp_path / "runs" / "empty"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    result = run_figures("--logdir", str(tmp_path / "runs"), "--run", "empty", "--no-model")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "has no TensorBoard event files" in result.stderr.strip().splitlines()[-1]
+
+
+def test_figures_need_no_training_code(tiny_run, tmp_path):
+    code = ("import sys; from perceiver_mnist.figures import make_figures; "
+            f"make_figures({str(tiny_run.parent)!r}, 'tiny', {str(tmp_path)!r}, model_figures=False); "
+            "bad = [m for m in ('torch', 'accelerate', 'perceiver_mnist.engine') if m in sys.modules]; "
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
