@@ -55,11 +55,11 @@ class Recipe:
                         "(0: feed the raw token features).", model=True)
 
     # --- model: Perceiver IO (lucidrains' perceiver-pytorch) ---
-    num_latents: int = _f(32, "Number of latent vectors.", model=True)
+    num_latents: int = _f(16, "Number of latent vectors.", model=True)
     latent_dim: int = _f(128, "Width of each latent vector.", model=True)
     depth: int = _f(4, "Number of latent self-attention blocks.", model=True)
-    cross_heads: int = _f(1, "Heads of the encoder and decoder cross-attention.", model=True)
-    cross_dim_head: int = _f(64, "Width of each cross-attention head.", model=True)
+    cross_heads: int = _f(4, "Heads of the encoder and decoder cross-attention.", model=True)
+    cross_dim_head: int = _f(32, "Width of each cross-attention head.", model=True)
     latent_heads: int = _f(4, "Heads of the latent self-attention.", model=True)
     latent_dim_head: int = _f(32, "Width of each latent self-attention head.", model=True)
     queries_dim: int = _f(32, "Width of the output query.", model=True)
@@ -68,19 +68,19 @@ class Recipe:
     decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
 
     # --- optimisation ---
-    epochs: int = _f(10, "Number of passes over the training set.")
+    epochs: int = _f(60, "Number of passes over the training set.")
     batch_size: int = _f(128, "Global batch size (split across processes; must divide by their number).")
     test_batch_size: int = _f(1000, "Global batch size for evaluation.")
     loss: str = _f("ce", "'ce': cross-entropy on logits; 'mse': the seed's MSE between logits and one-hot labels.",
                    ["ce", "mse"])
     label_smoothing: float = _f(0.1, "Label smoothing for --loss ce.")
     optimizer: str = _f("adamw", "Optimizer.", ["adam", "adamw"])
-    lr: float = _f(1e-3, "Peak learning rate.")
+    lr: float = _f(2e-3, "Peak learning rate.")
     weight_decay: float = _f(0.05, "Decoupled weight decay (adamw only).")
     scheduler: str = _f("cosine", "'exponential': lr * gamma**epoch (the seed); 'cosine': decay to zero over the "
                         "run; 'constant'.", ["exponential", "cosine", "constant"])
     gamma: float = _f(0.9, "Per-epoch decay factor for --scheduler exponential.")
-    warmup_epochs: float = _f(0.5, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
+    warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
     grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).")
 
     def model_fields(self) -> dict[str, Any]:

@@ -354,13 +354,8 @@ def train(args: ParsedArgs) -> int:
     with acc.local_main_process_first():  # one download/extraction per machine; the others then read it
         splits = load_datasets(opts.data_dir, recipe.dataset, recipe.val_size)
     model = build_model(recipe)
-    if fresh or not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+    if fresh:
         _write_config(acc, run_dir, recipe, args, count_parameters(model))
-    elif acc.is_main_process:  # resumed: keep config.json the resolved recipe this run now trains
-        config = read_config(run_dir)
-        if config["recipe"] != recipe_to_dict(recipe):
-            config["recipe"] = recipe_to_dict(recipe)
-            write_atomic(os.path.join(run_dir, CONFIG_FILE), dumps(config))
 
     train_loader = make_loader(splits.train, recipe.batch_size, True, opts.seed, opts.num_workers)
     test_loader = make_loader(splits.test, recipe.test_batch_size, False, opts.seed, opts.num_workers)
@@ -376,6 +371,10 @@ def train(args: ParsedArgs) -> int:
 
     state = TrainerState() if fresh else checkpoints.load_latest(acc, run_dir)
     if not fresh:
+        config = read_config(run_dir)
+        if acc.is_main_process and config["recipe"] != recipe_to_dict(recipe):
+            # Resumed with changed flags (e.g. more --epochs): config.json stays the recipe this run now trains.
+            write_atomic(os.path.join(run_dir, CONFIG_FILE), dumps({**config, "recipe": recipe_to_dict(recipe)}))
         acc.print(f"resumed {run_dir} at epoch {state.epoch}, step {state.step}"
                   + (f" ({state.batch_in_epoch} batches into epoch {state.epoch + 1})" if state.batch_in_epoch else ""))
     # purge_step: TensorBoard drops events at or after it from earlier sessions' files, so the curves continue

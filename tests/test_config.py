@@ -20,7 +20,7 @@ def test_every_field_is_a_flag_with_help_and_its_default():
         flag = "--" + f.name.replace("_", "-")
         assert flag in help_text, flag
         assert f.metadata["help"].split()[0] in help_text
-    assert "presets: default=0.001, seed=0.0001, tiny=0.001" in " ".join(help_text.split())
+    assert "presets: default=0.002, seed=0.0001, tiny=0.002" in " ".join(help_text.split())
 
 
 def test_seed_preset_is_the_seed_recipe():

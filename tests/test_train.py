@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from perceiver_mnist.config import recipe_to_dict
 from perceiver_mnist.data import load_datasets, to_float
 from perceiver_mnist.events import read_events
 
-from .conftest import N_TEST, N_TRAIN, ROOT, launch, make_dataset, tiny_args
+from .conftest import ACCELERATE, N_TEST, N_TRAIN, ROOT, launch, make_dataset, tiny_args
 
 TINY = preset("tiny")
 STEPS_PER_EPOCH = math.ceil(N_TRAIN / TINY.batch_size)
@@ -167,19 +168,51 @@ def _bad_input(case: str, data_dir: Path, run: Path, tmp_path: Path) -> tuple[li
         blocker.write_text("not a directory")
         return ["--preset", "tiny", "--logdir", str(blocker / "runs"), "--data-dir", str(data_dir), "--run", "x"], \
             "choose a writable --logdir"
+    if case == "truncated_idx":
+        broken = make_dataset(tmp_path / "broken")
+        path = broken / "MNIST/raw/train-images-idx3-ubyte"
+        path.write_bytes(path.read_bytes()[:-100])
+        return [*common[:-1], str(broken), "--run", "new"], "train-images-idx3-ubyte is not a valid IDX file"
+    if case == "length_mismatch":
+        broken = make_dataset(tmp_path / "broken")
+        shutil.copy(make_dataset(tmp_path / "other", n_train=50) / "MNIST/raw/train-labels-idx1-ubyte",
+                    broken / "MNIST/raw/train-labels-idx1-ubyte")
+        return [*common[:-1], str(broken), "--run", "new"], f"has {N_TRAIN} images but"
+    if case == "unreadable_checkpoints":
+        for weights in run.glob("checkpoints/*/model.safetensors"):
+            weights.write_bytes(b"truncated")
+        return [*common, "--run", run.name, "--resume"], "every checkpoint in"
+    if case == "unknown_preset":
+        return ["--preset", "huge", "--run", "new"], "invalid choice: 'huge'"
     if case == "zero_epochs":
         return [*common, "--run", "new", "--epochs", "0"], "--epochs must be positive"
+    if case == "negative_batch_size":
+        return [*common, "--run", "new", "--batch-size", "-8"], "--batch-size must be positive"
+    if case == "zero_lr":
+        return [*common, "--run", "new", "--lr", "0"], "--lr must be a positive number"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["missing_data", "corrupt_idx", "existing_run", "resume_unknown",
-                                  "resume_other_model", "unwritable_logdir", "zero_epochs"])
+BAD_INPUTS = ["missing_data", "corrupt_idx", "truncated_idx", "length_mismatch", "existing_run", "resume_unknown",
+              "resume_other_model", "unreadable_checkpoints", "unwritable_logdir", "unknown_preset", "zero_epochs",
+              "negative_batch_size", "zero_lr"]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_inputs_get_one_line_and_nothing_is_lost(case, data_dir: Path, finished_run: Path, tmp_path: Path):
-    before = tree_digest(finished_run.parent)
     args, message = _bad_input(case, data_dir, finished_run, tmp_path)
+    before = tree_digest(finished_run.parent)
     result = launch(args, config=None)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert tree_digest(finished_run.parent) == before  # nothing written before is touched
+
+
+def test_a_missing_accelerate_config_is_reported_by_accelerate(tmp_path):
+    """accelerate's own CLI answers before train.py runs: it names the file and exits non-zero (its message comes
+    with a traceback of accelerate's, which this project cannot change)."""
+    result = subprocess.run([ACCELERATE, "launch", "--config_file", str(tmp_path / "nope.yaml"),
+                             str(ROOT / "train.py")], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "nope.yaml" in result.stderr and "does not exist" in result.stderr
