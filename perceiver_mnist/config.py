@@ -82,6 +82,8 @@ class Recipe:
     gamma: float = _f(0.9, "Per-epoch decay factor for --scheduler exponential.")
     warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
     grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).")
+    ema_decay: float = _f(0.0, "Keep an exponential moving average of the weights (decay per step, e.g. 0.999); "
+                          "it is what gets evaluated and saved (0: off, the raw weights).")
 
     def model_fields(self) -> dict[str, Any]:
         """The fields that determine the network's architecture (compared on --resume)."""
@@ -100,14 +102,14 @@ class Recipe:
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"--{_flag(name)} must be a positive number, got {value}")
         for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing",
-                     "translate", "val_size", "token_dim"]:
+                     "translate", "val_size", "token_dim", "ema_decay"]:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"--{_flag(name)} must be zero or positive, got {value}")
         if not 0 < self.gamma <= 1:
             raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
-        if self.label_smoothing >= 1 or self.scale >= 1:
-            raise UserError("--label-smoothing and --scale must be below 1")
+        if self.label_smoothing >= 1 or self.scale >= 1 or self.ema_decay >= 1:
+            raise UserError("--label-smoothing, --scale and --ema-decay must be below 1")
         if self.adapter == "patches" and IMAGE_SIZE % self.patch_size:
             raise UserError(f"--patch-size must divide {IMAGE_SIZE}, got {self.patch_size}")
         return self

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from safetensors.torch import save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import checkpoints, faults, tracking
@@ -108,6 +109,11 @@ class Loop:
     splits: Splits
     state: TrainerState
     stop: StopRequest
+    ema: AveragedModel | None  # the weight average that is evaluated and saved, with --ema-decay
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
 
 
 def _stop_requested(loop: Loop) -> bool:
@@ -147,6 +153,8 @@ def train_one_epoch(loop: Loop, epoch: int) -> str | None:
         loop.optimizer.step()
         loop.scheduler.step()
         loop.optimizer.zero_grad(set_to_none=True)
+        if loop.ema is not None:
+            loop.ema.update_parameters(acc.unwrap_model(loop.model))
         state.step += 1
         state.batch_in_epoch += 1
         state.skipped_steps += int(acc.optimizer_step_was_skipped)
@@ -194,12 +202,14 @@ def _check_finite(loop: Loop, first_bad_step: torch.Tensor) -> None:
 def evaluate(loop: Loop, loader: Any) -> dict[str, float]:
     """Loss and accuracy over every sample of ``loader`` exactly once, however many processes share it."""
     acc = loop.accelerator
-    loop.model.eval()
+    model = loop.eval_model
+    model.eval()
     loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
     correct = torch.zeros((), device=acc.device, dtype=torch.long)
     count = 0
     for images, labels in loader:
-        logits = loop.model(to_float(images))
+        with acc.autocast():  # the EMA copy is not wrapped by prepare(): give it the same precision
+            logits = model(to_float(images))
         losses = loss_fn(logits, labels, loop.recipe, reduction="none")
         # gather_for_metrics drops the samples accelerate duplicated to even out the last batch.
         losses, preds, labels = acc.gather_for_metrics((losses, logits.argmax(dim=-1), labels))
@@ -216,7 +226,7 @@ def _log_predictions(loop: Loop, epoch_label: str) -> None:
     n = min(loop.options.grid_images, len(loop.splits.test))
     if not n:
         return
-    model = loop.accelerator.unwrap_model(loop.model)  # not the DDP wrapper: no collectives on one rank
+    model = loop.accelerator.unwrap_model(loop.eval_model)  # not the DDP wrapper: no collectives on one rank
     images = to_float(loop.splits.test.images[:n]).to(loop.accelerator.device)
     with torch.no_grad(), loop.accelerator.autocast():
         preds = model(images).argmax(dim=-1).cpu()
@@ -264,7 +274,7 @@ def _end_of_epoch(loop: Loop, train_seconds: float, samples: int, session_start:
 
 
 def _save_weights(loop: Loop) -> None:
-    state_dict = loop.accelerator.get_state_dict(loop.model)  # collective under some backends: all processes
+    state_dict = loop.accelerator.get_state_dict(loop.eval_model)  # collective under some backends: all processes
     if loop.accelerator.is_main_process:
         path = os.path.join(loop.run_dir, WEIGHTS_FILE)
         tmp = f"{path}.tmp"
@@ -283,6 +293,8 @@ def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, b
         saved = recipe_from_dict(read_config(run_dir)["recipe"], os.path.join(run_dir, CONFIG_FILE))
         recipe = resolve_recipe(args, saved)
         differ = diff_model_fields(saved, recipe)
+        if bool(saved.ema_decay) != bool(recipe.ema_decay):  # the checkpoints hold a weight average or do not
+            differ.append(f"ema_decay: {saved.ema_decay} -> {recipe.ema_decay}")
         if differ:
             raise UserError(f"cannot resume {run_dir}: its checkpoints hold a different model ({'; '.join(differ)}); "
                             f"drop those flags, or start a new run")
@@ -369,6 +381,11 @@ def train(args: ParsedArgs) -> int:
     if val_loader is not None:
         val_loader = acc.prepare(val_loader)
 
+    ema = None
+    if recipe.ema_decay:
+        ema = AveragedModel(acc.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay),
+                            use_buffers=True)
+        acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints, before load_state
     state = TrainerState() if fresh else checkpoints.load_latest(acc, run_dir)
     if not fresh:
         config = read_config(run_dir)
@@ -393,7 +410,7 @@ def train(args: ParsedArgs) -> int:
     summary: dict[str, Any] = {}
     with StopRequest() as stop:
         loop = Loop(acc, recipe, opts, run_dir, model, optimizer, scheduler, train_loader, test_loader, val_loader,
-                    splits, state, stop)
+                    splits, state, stop, ema)
         while state.epoch < recipe.epochs:
             start_batch, t0 = state.batch_in_epoch, time.perf_counter()
             reason = train_one_epoch(loop, state.epoch)

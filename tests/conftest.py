@@ -34,8 +34,8 @@ def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
-def make_dataset(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST) -> Path:
-    raw = root / "MNIST" / "raw"
+def make_dataset(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, folder: str = "MNIST") -> Path:
+    raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
         images, labels = synthetic_digits(n, seed)

@@ -129,3 +129,15 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(data_dir, un
     result = resume(data_dir, logdir, "c")
     assert "step_15 is unreadable" in result.stdout and "at epoch 1, step 12" in result.stdout
     assert_same_run(logdir / "c", uninterrupted)
+
+
+def test_a_killed_run_with_a_weight_average_resumes_exactly(data_dir, tmp_path):
+    logdir = tmp_path / "runs"
+    args = (*EXTRA, "--ema-decay", "0.9")
+    assert launch(tiny_args(data_dir, logdir, "base", *args), config=None).returncode == 0
+    killed = launch(tiny_args(data_dir, logdir, "k", *args), config=None, env={VARIABLE: "step:17"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = launch(["--run", "k", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume", *args],
+                     config=None)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(logdir / "k", logdir / "base")

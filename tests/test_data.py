@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,20 @@ def test_loads_idx_files_into_memory_with_a_fixed_validation_split(fresh_data):
     assert not any(bytes(x.numpy()) in train_rows for x in held.val.images)
 
 
+def offline(monkeypatch) -> None:
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+
+
+def test_fashion_mnist_is_read_from_its_own_torchvision_folder(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path / "data", n_train=20, n_test=10, folder="FashionMNIST")
+    splits = data.load_datasets(str(root), "fashion-mnist")
+    assert (len(splits.train), len(splits.test)) == (20, 10)
+    offline(monkeypatch)
+    with pytest.raises(UserError, match="fashion-mnist data missing: .* not in .*FashionMNIST/raw"):
+        data.load_datasets(str(tmp_path / "elsewhere"), "fashion-mnist")
+
+
 def test_batches_are_fetched_whole(fresh_data):
     ds = data.load_datasets(str(fresh_data), "mnist").train
     images, labels = next(iter(data.make_loader(ds, 16, shuffle=False, seed=0, num_workers=0)))
@@ -66,8 +79,7 @@ def test_a_gz_with_the_wrong_content_fails_its_checksum(fresh_data):
 
 
 def test_missing_data_without_network_is_one_clear_error(tmp_path, monkeypatch):
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    offline(monkeypatch)
     with pytest.raises(UserError) as err:
         data.load_datasets(str(tmp_path / "nowhere"), "mnist")
     message = str(err.value)

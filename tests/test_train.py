@@ -216,3 +216,19 @@ def test_a_missing_accelerate_config_is_reported_by_accelerate(tmp_path):
     result = subprocess.run([ACCELERATE, "launch", "--config_file", str(tmp_path / "nope.yaml"),
                              str(ROOT / "train.py")], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "nope.yaml" in result.stderr and "does not exist" in result.stderr
+
+
+def test_ema_weights_are_what_is_evaluated_and_saved(data_dir: Path, tmp_path: Path):
+    logdir = tmp_path / "runs"
+    result = launch(tiny_args(data_dir, logdir, "ema", "--epochs", "1", "--ema-decay", "0.9"), config=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = logdir / "ema"
+    checkpoint = run / "checkpoints" / "epoch_1"
+    averaged = torch.load(checkpoint / "custom_checkpoint_0.pkl", weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in averaged.items() if k.startswith("module.")}
+    final, raw = load_file(run / "model.safetensors"), load_file(checkpoint / "model.safetensors")
+    assert final.keys() == ema.keys() == raw.keys()
+    assert all(torch.equal(final[k], ema[k]) for k in final)           # the average is what gets saved
+    assert not all(torch.equal(final[k], raw[k]) for k in final)       # and it is not the raw weights
+    logged = read_events(str(run)).scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)  # and what gets evaluated
