@@ -35,17 +35,18 @@ def matmul_flops_per_s(n: int = 2048, repeat: int = 10) -> float:
     return 2 * n ** 3 * repeat / (time.perf_counter() - t0)
 
 
-def training_step_flops(name: str, batch: int, steps: int) -> tuple[int, float]:
+def training_step_flops(name: str, batch: int, steps: int, compile: bool = False) -> tuple[int, float]:
     recipe = preset(name)
     torch.manual_seed(0)
     model = build_model(recipe).train()
     optimizer = build_optimizer(model, recipe)
+    forward = torch.compile(model) if compile else model
     x = torch.rand(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
 
     def step() -> None:
         xa = augment(x, recipe.translate, recipe.rotate, recipe.scale)
-        loss = loss_fn(model(xa), y, recipe)
+        loss = loss_fn(forward(xa), y, recipe)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip:
@@ -56,7 +57,7 @@ def training_step_flops(name: str, batch: int, steps: int) -> tuple[int, float]:
         loss = loss_fn(model(x), y, recipe)
         loss.backward()
     flops = counter.get_total_flops()
-    for _ in range(3):
+    for _ in range(10):  # warm-up: the first steps of a shape pay for allocations and kernel selection
         step()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[preset("default").batch_size])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="Also time the step with torch.compile(model).")
     args = parser.parse_args()
     peak = matmul_flops_per_s()
     print(json.dumps({"threads": torch.get_num_threads(), "fp32_matmul_gflops": round(peak / 1e9, 1)}), flush=True)
@@ -79,6 +81,11 @@ def main() -> None:
                           "step_s": round(seconds, 4), "samples_per_s": round(batch / seconds, 1),
                           "achieved_gflops": round(achieved / 1e9, 1),
                           "efficiency": round(achieved / peak, 3)}), flush=True)
+        if args.compile:
+            _, compiled = training_step_flops(args.preset, batch, args.steps, compile=True)
+            print(json.dumps({"preset": args.preset, "batch_size": batch, "compiled_step_s": round(compiled, 4),
+                              "compiled_samples_per_s": round(batch / compiled, 1),
+                              "speedup": round(seconds / compiled, 2)}), flush=True)
     print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s() / 1e9, 1)}), flush=True)
 
 
