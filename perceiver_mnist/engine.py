@@ -285,9 +285,7 @@ def _save_weights(loop: Loop) -> None:
 
 def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, bool]:
     """Check the run directory against --resume and return (run_dir, recipe, is_fresh). Writes nothing."""
-    opts = args.options
-    if opts.resume and not opts.run:
-        raise UserError("--resume needs --run NAME (the run to continue)")
+    opts = args.options  # opts.run is set: train() names fresh runs and refuses --resume without --run
     if opts.resume:
         run_dir = find_run(opts.logdir, opts.run)
         saved = recipe_from_dict(read_config(run_dir)["recipe"], os.path.join(run_dir, CONFIG_FILE))

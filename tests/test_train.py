@@ -182,6 +182,8 @@ def _bad_input(case: str, data_dir: Path, run: Path, tmp_path: Path) -> tuple[li
         for weights in run.glob("checkpoints/*/model.safetensors"):
             weights.write_bytes(b"truncated")
         return [*common, "--run", run.name, "--resume"], "every checkpoint in"
+    if case == "resume_without_run":
+        return [*common, "--resume"], "--resume needs --run NAME"
     if case == "unknown_preset":
         return ["--preset", "huge", "--run", "new"], "invalid choice: 'huge'"
     if case == "zero_epochs":
@@ -194,7 +196,7 @@ def _bad_input(case: str, data_dir: Path, run: Path, tmp_path: Path) -> tuple[li
 
 
 BAD_INPUTS = ["missing_data", "corrupt_idx", "truncated_idx", "length_mismatch", "existing_run", "resume_unknown",
-              "resume_other_model", "unreadable_checkpoints", "unwritable_logdir", "unknown_preset", "zero_epochs",
+              "resume_without_run", "resume_other_model", "unreadable_checkpoints", "unwritable_logdir", "unknown_preset", "zero_epochs",
               "negative_batch_size", "zero_lr"]
 
 
