@@ -283,12 +283,14 @@ def _save_weights(loop: Loop) -> None:
     loop.accelerator.wait_for_everyone()
 
 
-def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, bool]:
-    """Check the run directory against --resume and return (run_dir, recipe, is_fresh). Writes nothing."""
+def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, dict[str, Any] | None]:
+    """Check the run directory against --resume; return (run_dir, recipe, the saved config.json or None for a
+    fresh run). Writes nothing."""
     opts = args.options  # opts.run is set: train() names fresh runs and refuses --resume without --run
     if opts.resume:
         run_dir = find_run(opts.logdir, opts.run)
-        saved = recipe_from_dict(read_config(run_dir)["recipe"], os.path.join(run_dir, CONFIG_FILE))
+        config = read_config(run_dir)
+        saved = recipe_from_dict(config["recipe"], os.path.join(run_dir, CONFIG_FILE))
         recipe = resolve_recipe(args, saved)
         differ = diff_model_fields(saved, recipe)
         if bool(saved.ema_decay) != bool(recipe.ema_decay):  # the checkpoints hold a weight average or do not
@@ -300,12 +302,12 @@ def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, b
                    if getattr(recipe, k) != v]
         if changed:
             acc.print(f"resuming with a changed recipe: {'; '.join(changed)}")
-        return run_dir, recipe, False
+        return run_dir, recipe, config
     recipe = resolve_recipe(args)
     run_dir = os.path.join(opts.logdir, opts.run)
     if os.path.exists(run_dir) and (is_run(run_dir) or os.listdir(run_dir)):
         raise UserError(f"{run_dir} already holds a run; continue it with --resume, or pick another --run name")
-    return run_dir, recipe, True
+    return run_dir, recipe, None
 
 
 def _write_config(acc: Accelerator, run_dir: str, recipe: Recipe, args: ParsedArgs, parameters: int) -> None:
@@ -354,7 +356,8 @@ def train(args: ParsedArgs) -> int:
         name = [default_run_name(args.preset)]
         args.options.run = broadcast_object_list(name)[0] if acc.num_processes > 1 else name[0]
     opts = args.options
-    run_dir, recipe, fresh = _prepare_run_dir(acc, args)
+    run_dir, recipe, saved_config = _prepare_run_dir(acc, args)
+    fresh = saved_config is None
     for name, size in (("batch-size", recipe.batch_size), ("test-batch-size", recipe.test_batch_size)):
         if size % acc.num_processes:
             raise UserError(f"--{name} {size} does not divide among {acc.num_processes} processes (it is the "
@@ -386,10 +389,10 @@ def train(args: ParsedArgs) -> int:
         acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints, before load_state
     state = TrainerState() if fresh else checkpoints.load_latest(acc, run_dir)
     if not fresh:
-        config = read_config(run_dir)
-        if acc.is_main_process and config["recipe"] != recipe_to_dict(recipe):
+        if acc.is_main_process and saved_config["recipe"] != recipe_to_dict(recipe):
             # Resumed with changed flags (e.g. more --epochs): config.json stays the recipe this run now trains.
-            write_atomic(os.path.join(run_dir, CONFIG_FILE), dumps({**config, "recipe": recipe_to_dict(recipe)}))
+            write_atomic(os.path.join(run_dir, CONFIG_FILE),
+                         dumps({**saved_config, "recipe": recipe_to_dict(recipe)}))
         acc.print(f"resumed {run_dir} at epoch {state.epoch}, step {state.step}"
                   + (f" ({state.batch_in_epoch} batches into epoch {state.epoch + 1})" if state.batch_in_epoch else ""))
     # purge_step: TensorBoard drops events at or after it from earlier sessions' files, so the curves continue

@@ -87,25 +87,28 @@ def draw_train_loss(ax, events: RunEvents, epochs_on_top: bool = True) -> None:
         _epochs_on_top(ax, events)
 
 
+def plot_per_epoch(ax, events: RunEvents, tag: str, fmt: str, **style) -> np.ndarray | None:
+    """Plot an epoch-level tag against epochs if it was logged; returns its values."""
+    if not events.has(tag):
+        return None
+    x, y = per_epoch(events, tag)
+    ax.plot(x, y, fmt, **style)
+    return y
+
+
 def draw_test_loss(ax, events: RunEvents) -> None:
-    x, y = per_epoch(events, tracking.TEST_LOSS)
-    ax.plot(x, y, "o-", color=ORANGE, markersize=3.5, label="test")
-    if events.has(tracking.TRAIN_LOSS):
-        tx, ty = per_epoch(events, tracking.TRAIN_LOSS)
-        ax.plot(tx, ty, "--", color=BLUE, alpha=0.7, label="train (epoch mean, augmented)")
-    if events.has(tracking.VAL_LOSS):
-        vx, vy = per_epoch(events, tracking.VAL_LOSS)
-        ax.plot(vx, vy, "s-", color=GREY, markersize=3, label="validation")
+    plot_per_epoch(ax, events, tracking.TEST_LOSS, "o-", color=ORANGE, markersize=3.5, label="test")
+    plot_per_epoch(ax, events, tracking.TRAIN_LOSS, "--", color=BLUE, alpha=0.7,
+                   label="train (epoch mean, augmented)")
+    plot_per_epoch(ax, events, tracking.VAL_LOSS, "s-", color=GREY, markersize=3, label="validation")
     ax.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
     ax.legend(loc="upper right")
 
 
 def draw_accuracy(ax, events: RunEvents) -> None:
-    x, y = per_epoch(events, tracking.TEST_ACCURACY)
-    ax.plot(x, y, "o-", color=ORANGE, markersize=3.5, label="test (all images)")
-    if events.has(tracking.VAL_ACCURACY):
-        vx, vy = per_epoch(events, tracking.VAL_ACCURACY)
-        ax.plot(vx, vy, "s-", color=GREY, markersize=3, label="validation")
+    y = plot_per_epoch(ax, events, tracking.TEST_ACCURACY, "o-", color=ORANGE, markersize=3.5,
+                       label="test (all images)")
+    plot_per_epoch(ax, events, tracking.VAL_ACCURACY, "s-", color=GREY, markersize=3, label="validation")
     be, ba = best_epoch(events)
     ax.plot([be], [ba], "*", color=RED, markersize=12, zorder=5, label=f"best: {ba:.2f}% (epoch {be:g})")
     ax.annotate(f"{ba:.2f}%", (be, ba), textcoords="offset points", xytext=(0, 8), ha="center", color=RED)
@@ -210,11 +213,10 @@ def compare_runs(w: Writer, runs: dict[str, RunEvents]) -> None:
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, (name, ev) in enumerate(usable.items()):
         color = plt.get_cmap("tab10")(i % 10)
-        x, y = per_epoch(ev, tracking.TEST_ACCURACY)
-        ax_acc.plot(x, y, "o-", markersize=3, color=color, label=f"{name} (best {max(y):.2f}%)")
-        if ev.has(tracking.TEST_LOSS):
-            lx, ly = per_epoch(ev, tracking.TEST_LOSS)
-            ax_loss.plot(lx, ly, "o-", markersize=3, color=color, label=name)
+        best = max(ev.scalars[tracking.TEST_ACCURACY].values)
+        plot_per_epoch(ax_acc, ev, tracking.TEST_ACCURACY, "o-", markersize=3, color=color,
+                       label=f"{name} (best {best:.2f}%)")
+        plot_per_epoch(ax_loss, ev, tracking.TEST_LOSS, "o-", markersize=3, color=color, label=name)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Test accuracy")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Test loss")
     ax_acc.legend(loc="lower right")
@@ -238,9 +240,9 @@ def _model_figures(w: Writer, run_dir: str, data_dir: str | None) -> None:
         from .data import load_datasets, to_float
         from .model import load_model
         model = load_model(run_dir)
-        recipe_dataset = read_config(run_dir)["recipe"]["dataset"]
-        data_dir = data_dir or read_config(run_dir).get("options", {}).get("data_dir", "data")
-        test = load_datasets(data_dir, recipe_dataset).test
+        config = read_config(run_dir)
+        data_dir = data_dir or config.get("options", {}).get("data_dir", "data")
+        test = load_datasets(data_dir, config["recipe"]["dataset"]).test
     except UserError as err:
         w.report.notices.append(f"{names}: skipped, {err}")
         return

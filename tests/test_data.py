@@ -12,7 +12,7 @@ import torch
 from perceiver_mnist import data
 from perceiver_mnist.errors import UserError
 
-from .conftest import N_TEST, N_TRAIN, make_dataset, write_idx
+from .conftest import N_TEST, N_TRAIN, NO_NETWORK, make_dataset, write_idx
 
 
 @pytest.fixture
@@ -38,8 +38,8 @@ def test_loads_idx_files_into_memory_with_a_fixed_validation_split(fresh_data):
 
 
 def offline(monkeypatch) -> None:
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var, value in NO_NETWORK.items():
+        monkeypatch.setenv(var, value)
 
 
 def test_fashion_mnist_is_read_from_its_own_torchvision_folder(tmp_path, monkeypatch):
