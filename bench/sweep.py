@@ -2,7 +2,8 @@
 ``--val-size``'s fixed split), never on the test set.
 
 Each variant is the ``default`` preset with some fields overridden, trained for STEPS steps with linear warm-up
-(10%) and cosine decay to zero, then scored on the validation images. Prints samples/s and validation accuracy.
+(10%) and cosine decay to zero, then scored on the validation images. Prints samples/s and validation accuracy (also of the weight average,
+for a variant with ``ema_decay``). A variant may set its own ``"steps"``, e.g. to compare at equal wall time.
 
     python bench/sweep.py STEPS '{"name": {"field": value, ...}, ...}' [--data-dir ../shared/data]
 """
@@ -17,21 +18,26 @@ import sys
 import time
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perceiver_mnist.config import preset  # noqa: E402
 from perceiver_mnist.data import augment, load_datasets, to_float  # noqa: E402
-from perceiver_mnist.engine import build_optimizer, loss_fn  # noqa: E402
+from perceiver_mnist.engine import build_optimizer, ema_update_fn, loss_fn  # noqa: E402
 from perceiver_mnist.model import build_model, count_parameters  # noqa: E402
 
 VAL_SIZE = 5000
 
 
 def run_variant(name: str, overrides: dict, steps: int, splits) -> None:
+    overrides = dict(overrides)
+    steps = overrides.pop("steps", steps)  # a per-variant count, e.g. to compare variants at equal wall time
     recipe = dataclasses.replace(preset("default"), **overrides)
     torch.manual_seed(0)
     model = build_model(recipe)
+    ema = (AveragedModel(model, multi_avg_fn=ema_update_fn(recipe.ema_decay), use_buffers=True)
+           if recipe.ema_decay else None)
     optimizer = build_optimizer(model, recipe)
     warm = max(1, steps // 10)
     schedule = lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))  # noqa
@@ -52,14 +58,23 @@ def run_variant(name: str, overrides: dict, steps: int, splits) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
     seconds = time.time() - t0
-    model.eval()
     val_x, val_y = to_float(splits.val.images), splits.val.labels
-    with torch.no_grad():
-        preds = torch.cat([model(val_x[i:i + 1000]).argmax(-1) for i in range(0, len(val_y), 1000)])
-    print(json.dumps({"variant": name, "overrides": overrides, "parameters": count_parameters(model),
-                      "steps": steps, "samples_per_s": round(bs * steps / seconds),
-                      "val_accuracy": round(100 * preds.eq(val_y).float().mean().item(), 2)}), flush=True)
+
+    @torch.no_grad()
+    def val_accuracy(net: torch.nn.Module) -> float:
+        net.eval()
+        preds = torch.cat([net(val_x[i:i + 1000]).argmax(-1) for i in range(0, len(val_y), 1000)])
+        return round(100 * preds.eq(val_y).float().mean().item(), 2)
+
+    result = {"variant": name, "overrides": overrides, "parameters": count_parameters(model), "steps": steps,
+              "seconds": round(seconds, 1), "samples_per_s": round(bs * steps / seconds),
+              "val_accuracy": val_accuracy(model)}
+    if ema is not None:
+        result["val_accuracy_ema"] = val_accuracy(ema.module)
+    print(json.dumps(result), flush=True)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ class Recipe:
                         "(0: feed the raw token features).", model=True)
 
     # --- model: Perceiver IO (lucidrains' perceiver-pytorch) ---
-    num_latents: int = _f(16, "Number of latent vectors.", model=True)
+    num_latents: int = _f(8, "Number of latent vectors.", model=True)
     latent_dim: int = _f(128, "Width of each latent vector.", model=True)
     depth: int = _f(4, "Number of latent self-attention blocks.", model=True)
     cross_heads: int = _f(4, "Heads of the encoder and decoder cross-attention.", model=True)
@@ -68,7 +68,7 @@ class Recipe:
     decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
 
     # --- optimisation ---
-    epochs: int = _f(60, "Number of passes over the training set.")
+    epochs: int = _f(80, "Number of passes over the training set.")
     batch_size: int = _f(128, "Global batch size (split across processes; must divide by their number).")
     test_batch_size: int = _f(1000, "Global batch size for evaluation.")
     loss: str = _f("ce", "'ce': cross-entropy on logits; 'mse': the seed's MSE between logits and one-hot labels.",
@@ -82,8 +82,8 @@ class Recipe:
     gamma: float = _f(0.9, "Per-epoch decay factor for --scheduler exponential.")
     warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
     grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).")
-    ema_decay: float = _f(0.0, "Keep an exponential moving average of the weights (decay per step, e.g. 0.999); "
-                          "it is what gets evaluated and saved (0: off, the raw weights).")
+    ema_decay: float = _f(0.999, "Evaluate and save an exponential moving average of the weights with this decay "
+                          "per step (ramped up over the first few hundred steps); 0: off, the raw weights.")
 
     def model_fields(self) -> dict[str, Any]:
         """The fields that determine the network's architecture (compared on --resume)."""
@@ -153,13 +153,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         cross_dim_head=64, latent_heads=8, latent_dim_head=64, queries_dim=32, query="zeros", decoder_ff=False,
         epochs=50, batch_size=64, test_batch_size=1000, loss="mse", label_smoothing=0.0, optimizer="adam",
         lr=1e-4, weight_decay=0.0, scheduler="exponential", gamma=0.9, warmup_epochs=0.0, grad_clip=0.0,
-        translate=0, rotate=0.0, scale=0.0,
+        translate=0, rotate=0.0, scale=0.0, ema_decay=0.0,
     ),
     # A few-thousand-parameter model for tests and smoke runs.
     "tiny": dict(
         adapter="patches", patch_size=7, num_freq_bands=2, token_dim=16, num_latents=4, latent_dim=16, depth=1,
         cross_heads=1, cross_dim_head=8, latent_heads=2, latent_dim_head=8, queries_dim=8, epochs=2,
-        batch_size=16, test_batch_size=32, warmup_epochs=0.0,
+        batch_size=16, test_batch_size=32, warmup_epochs=0.0, ema_decay=0.0,
     ),
 }
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from safetensors.torch import save_file
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from . import checkpoints, faults, tracking
@@ -68,6 +68,22 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
+
+
+def ema_update_fn(decay: float):
+    """``multi_avg_fn`` for ``AveragedModel``: an exponential moving average whose decay ramps up as
+    (1 + n) / (10 + n) towards ``decay`` (n: updates so far).
+
+    Without the ramp, a 0.999 average still weighs the random initial weights by 0.999**n (63% after the first
+    epoch of 469 steps), and its accuracy lags the raw weights for several epochs. The decay is computed as a
+    tensor from AveragedModel's on-device counter: no host sync per step on a GPU.
+    """
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = num_averaged.to(averaged[0].dtype)
+        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+        torch._foreach_lerp_(averaged, current, weight)
+    return update
 
 
 class StopRequest:
@@ -384,7 +400,7 @@ def train(args: ParsedArgs) -> int:
 
     ema = None
     if recipe.ema_decay:
-        ema = AveragedModel(acc.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay),
+        ema = AveragedModel(acc.unwrap_model(model), multi_avg_fn=ema_update_fn(recipe.ema_decay),
                             use_buffers=True)
         acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints, before load_state
     state = TrainerState() if fresh else checkpoints.load_latest(acc, run_dir)

@@ -234,3 +234,23 @@ def test_ema_weights_are_what_is_evaluated_and_saved(data_dir: Path, tmp_path: P
     assert not all(torch.equal(final[k], raw[k]) for k in final)       # and it is not the raw weights
     logged = read_events(str(run)).scalars[tracking.TEST_ACCURACY].values[-1]
     assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)  # and what gets evaluated
+
+
+def test_ema_decay_ramps_up_from_a_copy_to_the_configured_decay():
+    """The first update copies the weights; one after n earlier updates moves the average by 1 - min(decay, (1+n)/(10+n)) towards
+    them, so early averages do not keep the random initialisation (0.999**469 = 63% of it after one epoch)."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from perceiver_mnist.engine import ema_update_fn
+
+    net = torch.nn.Linear(3, 1)
+    ema = AveragedModel(net, multi_avg_fn=ema_update_fn(0.99), use_buffers=True)
+    expected = None
+    for n in range(2000):
+        with torch.no_grad():
+            net.weight.fill_(float(n))
+        ema.update_parameters(net)
+        decay = min(0.99, (1 + n) / (10 + n))  # n updates came before this one
+        expected = float(n) if expected is None else decay * expected + (1 - decay) * n
+        assert ema.module.weight[0, 0].item() == pytest.approx(expected, rel=1e-5)
+    assert 1999 - 110 < expected < 1999 - 90  # capped at 0.99 from n = 890: lags 1 / (1 - 0.99) = 100 updates
