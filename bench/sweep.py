@@ -2,8 +2,9 @@
 ``--val-size``'s fixed split), never on the test set.
 
 Each variant is the ``default`` preset with some fields overridden, trained for STEPS steps with linear warm-up
-(10%) and cosine decay to zero, then scored on the validation images. Prints samples/s and validation accuracy (also of the weight average,
-for a variant with ``ema_decay``). A variant may set its own ``"steps"``, e.g. to compare at equal wall time.
+(10%) and cosine decay to zero, then scored on the validation images. Prints samples/s and validation accuracy
+(also of the weight average, for a variant with ``ema_decay``). A variant may set its own ``"steps"``, e.g. to
+compare at equal wall time.
 
     python bench/sweep.py STEPS '{"name": {"field": value, ...}, ...}' [--data-dir ../shared/data]
 """
@@ -18,13 +19,12 @@ import sys
 import time
 
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perceiver_mnist.config import preset  # noqa: E402
 from perceiver_mnist.data import augment, load_datasets, to_float  # noqa: E402
-from perceiver_mnist.engine import build_optimizer, ema_update_fn, loss_fn  # noqa: E402
+from perceiver_mnist.engine import build_ema, build_optimizer, loss_fn  # noqa: E402
 from perceiver_mnist.model import build_model, count_parameters  # noqa: E402
 
 VAL_SIZE = 5000
@@ -36,8 +36,7 @@ def run_variant(name: str, overrides: dict, steps: int, splits) -> None:
     recipe = dataclasses.replace(preset("default"), **overrides)
     torch.manual_seed(0)
     model = build_model(recipe)
-    ema = (AveragedModel(model, multi_avg_fn=ema_update_fn(recipe.ema_decay), use_buffers=True)
-           if recipe.ema_decay else None)
+    ema = build_ema(model, recipe)
     optimizer = build_optimizer(model, recipe)
     warm = max(1, steps // 10)
     schedule = lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))  # noqa

@@ -2,8 +2,8 @@
 
 The seed-style loop: torchvision MNIST with ToTensor + Normalize applied per sample (PIL), a shuffling DataLoader,
 the same model, the same batch size, Adam. train.py: the real script (`--max-steps`) with augmentation, gradient
-clipping and the weight average switched off (the seed loop has none of them), whose logged `train/samples_per_s` covers its training steps
-only (not start-up or evaluation), like the timer of the seed loop.
+clipping and the weight average switched off (the seed loop has none of them), whose logged `train/samples_per_s`
+covers its training steps only (not start-up or evaluation), like the timer of the seed loop.
 A data-only pass over each pipeline shows what the in-memory path gains by itself.
 
     python bench/throughput.py --data-dir ../shared/data [--presets default seed tiny] [--steps N]
@@ -30,7 +30,7 @@ from perceiver_mnist.events import read_events  # noqa: E402
 from perceiver_mnist.model import build_model  # noqa: E402
 
 STEPS = {"default": 200, "seed": 6, "tiny": 800}  # enough steps for a stable rate at each preset's speed
-# Like for like: the seed loop has no augmentation and no gradient clipping, so train.py runs without them too.
+# Like for like: the seed loop has no augmentation, gradient clipping or weight average: train.py runs without them.
 SAME_WORK = ["--translate", "0", "--rotate", "0", "--scale", "0", "--grad-clip", "0", "--ema-decay", "0"]
 
 

@@ -86,6 +86,13 @@ def ema_update_fn(decay: float):
     return update
 
 
+def build_ema(model: torch.nn.Module, recipe: Recipe) -> AveragedModel | None:
+    """The weight average of ``model`` that --ema-decay asks for (None when it is 0)."""
+    if not recipe.ema_decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=ema_update_fn(recipe.ema_decay), use_buffers=True)
+
+
 class StopRequest:
     """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits. A second Ctrl-C aborts."""
 
@@ -398,10 +405,8 @@ def train(args: ParsedArgs) -> int:
     if val_loader is not None:
         val_loader = acc.prepare(val_loader)
 
-    ema = None
-    if recipe.ema_decay:
-        ema = AveragedModel(acc.unwrap_model(model), multi_avg_fn=ema_update_fn(recipe.ema_decay),
-                            use_buffers=True)
+    ema = build_ema(acc.unwrap_model(model), recipe)
+    if ema is not None:
         acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints, before load_state
     state = TrainerState() if fresh else checkpoints.load_latest(acc, run_dir)
     if not fresh:

@@ -237,14 +237,16 @@ def test_ema_weights_are_what_is_evaluated_and_saved(data_dir: Path, tmp_path: P
 
 
 def test_ema_decay_ramps_up_from_a_copy_to_the_configured_decay():
-    """The first update copies the weights; one after n earlier updates moves the average by 1 - min(decay, (1+n)/(10+n)) towards
-    them, so early averages do not keep the random initialisation (0.999**469 = 63% of it after one epoch)."""
-    from torch.optim.swa_utils import AveragedModel
+    """The first update copies the weights; one after n earlier updates moves the average by
+    1 - min(decay, (1+n)/(10+n)) towards them, so early averages do not keep the random initialisation
+    (0.999**469 = 63% of it after one epoch)."""
+    import dataclasses
 
-    from perceiver_mnist.engine import ema_update_fn
+    from perceiver_mnist.engine import build_ema
 
+    assert build_ema(torch.nn.Linear(3, 1), TINY) is None  # --ema-decay 0: no average, the raw weights
     net = torch.nn.Linear(3, 1)
-    ema = AveragedModel(net, multi_avg_fn=ema_update_fn(0.99), use_buffers=True)
+    ema = build_ema(net, dataclasses.replace(TINY, ema_decay=0.99))
     expected = None
     for n in range(2000):
         with torch.no_grad():
