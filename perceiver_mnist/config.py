@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shlex
 import sys
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -141,6 +142,19 @@ class RunOptions:
         if self.run and (self.run in (".", "..") or "/" in self.run or "\\" in self.run):
             raise UserError(f"--run must be a plain directory name, got {self.run!r}")
         return self
+
+    def resume_command(self) -> str:
+        """The command that continues this run as it was started: every option that differs from its default.
+
+        The recipe is not repeated (``--resume`` reloads it), but the options are not saved, so a run that read
+        its data from ``--data-dir X`` must be told X again.
+        """
+        args = ["accelerate", "launch", "train.py", "--run", self.run, "--logdir", self.logdir]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("run", "logdir", "resume") and value != f.default:
+                args += [f"--{_flag(f.name)}", str(value)]
+        return shlex.join([*args, "--resume"])
 
 
 # Named recipes: overrides on top of the ``Recipe`` defaults (which are the ``default`` preset).

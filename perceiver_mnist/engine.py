@@ -442,8 +442,7 @@ def train(args: ParsedArgs) -> int:
             if reason == "signal":
                 state.elapsed_s = elapsed_before + time.perf_counter() - session_start
                 path = checkpoints.save(acc, run_dir, state, opts.keep_checkpoints)
-                acc.print(f"interrupted at step {state.step}: saved {path}. Resume with: accelerate launch "
-                          f"train.py --run {opts.run} --logdir {opts.logdir} --resume")
+                acc.print(f"interrupted at step {state.step}: saved {path}. Resume with: {opts.resume_command()}")
                 acc.end_training()
                 return EXIT_INTERRUPTED
             if state.batch_in_epoch == steps_per_epoch:  # also when --max-steps fell on the epoch's last step

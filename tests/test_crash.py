@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import shlex
 import signal
 import subprocess
 import time
@@ -104,8 +105,13 @@ def test_interrupt_checkpoints_and_says_how_to_resume(sig, data_dir, tmp_path):
     assert "Resume with: accelerate launch train.py --run i" in out and "Traceback" not in err
     saved = sorted((logdir / "i" / "checkpoints").iterdir())
     assert saved and (saved[-1] / "trainer_state.json").exists()
-    resumed = launch(["--run", "i", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
-                      "--max-steps", str(STEPS_PER_EPOCH * 3)], config=None)
+    # The printed command works as printed: it repeats the options the run was started with (the data
+    # directory is not saved with the run), not the recipe, which --resume reloads.
+    printed = shlex.split(out.split("Resume with: ", 1)[1].splitlines()[0])
+    assert printed[:3] == ["accelerate", "launch", "train.py"]
+    assert printed[3:] == ["--run", "i", "--logdir", str(logdir), "--data-dir", str(data_dir), "--log-every", "1",
+                           "--resume"]
+    resumed = launch([*printed[3:], "--max-steps", str(STEPS_PER_EPOCH * 3)], config=None)
     assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stderr[-2000:]
 
 
