@@ -24,8 +24,8 @@ def main() -> int:
     parser.add_argument("--no-model", action="store_true",
                         help="Only the event-file figures: skip confusion matrix, mistakes and attention maps.")
     args = parser.parse_args()
-    if args.dpi <= 0:
-        parser.error(f"--dpi must be positive, got {args.dpi}")
+    if not 0 < args.dpi <= 1200:
+        parser.error(f"--dpi must be in 1..1200, got {args.dpi}")
 
     from perceiver_mnist.figures import make_figures
     report = make_figures(args.logdir, args.run, args.out, args.format, args.dpi, args.compare, args.data_dir,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from accelerate import Accelerator
 
@@ -40,11 +40,16 @@ class TrainerState:
 
 
 def _read_state(path: str) -> TrainerState | None:
+    """The checkpoint's position, or None when its state file is missing or not what ``save`` writes."""
     try:
         with open(os.path.join(path, STATE_FILE)) as f:
-            return TrainerState(**json.load(f))
+            state = TrainerState(**json.load(f))
     except (OSError, ValueError, TypeError):
         return None
+    numbers = [getattr(state, f.name) for f in fields(state)]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        return None
+    return state
 
 
 def complete_checkpoints(run_dir: str) -> list[tuple[str, TrainerState]]:

@@ -111,6 +111,12 @@ class Recipe:
             raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
         if self.label_smoothing >= 1 or self.scale >= 1 or self.ema_decay >= 1:
             raise UserError("--label-smoothing, --scale and --ema-decay must be below 1")
+        if self.rotate > 180:
+            raise UserError(f"--rotate is in degrees and must be at most 180, got {self.rotate}")
+        for f in fields(self):  # flags are checked by argparse; this catches a hand-edited config.json
+            if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
+                raise UserError(f"--{_flag(f.name)} must be one of {list(f.metadata['choices'])}, "
+                                f"got {getattr(self, f.name)!r}")
         if self.adapter == "patches" and IMAGE_SIZE % self.patch_size:
             raise UserError(f"--patch-size must divide {IMAGE_SIZE}, got {self.patch_size}")
         return self
@@ -120,7 +126,7 @@ class Recipe:
 class RunOptions:
     """How and where this invocation runs; not part of the recipe."""
 
-    run: str = _f("", "Run name: everything is written to LOGDIR/RUN (default: PRESET-YYYYmmdd-HHMMSS).")
+    run: str = _f("", "Run name: everything is written to LOGDIR/RUN; empty: PRESET-YYYYmmdd-HHMMSS.")
     logdir: str = _f("runs", "Root directory of all runs (point TensorBoard here).")
     data_dir: str = _f("data", "Directory holding MNIST/raw and FashionMNIST/raw.")
     seed: int = _f(0, "Random seed (model init, shuffling, augmentation).")
@@ -133,12 +139,14 @@ class RunOptions:
     grid_images: int = _f(32, "Test images shown in the per-epoch prediction grid (0: none).")
 
     def validate(self) -> "RunOptions":
-        for name in ["max_steps", "checkpoint_every", "num_workers"]:
+        for name in ["max_steps", "checkpoint_every", "num_workers", "grid_images"]:
             if getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be zero or positive, got {getattr(self, name)}")
         for name in ["keep_checkpoints", "log_every"]:
             if getattr(self, name) < 1:
                 raise UserError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.run and (self.run in (".", "..") or "/" in self.run or "\\" in self.run):
             raise UserError(f"--run must be a plain directory name, got {self.run!r}")
         return self
@@ -186,12 +194,22 @@ def preset(name: str) -> Recipe:
 
 
 def recipe_from_dict(values: dict[str, Any], source: str) -> Recipe:
-    """Rebuild a recipe saved by ``recipe_to_dict``; unknown or missing fields are an error."""
-    names = {f.name for f in fields(Recipe)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UserError(f"{source} has unknown recipe fields {unknown}: it was written by another version")
-    return Recipe(**values)
+    """Rebuild a recipe saved by ``recipe_to_dict``; unknown, missing or mistyped fields are an error."""
+    if not isinstance(values, dict):
+        raise UserError(f"{source} holds no recipe (found {type(values).__name__}); restore it or start a new run")
+    types = {f.name: {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[str(f.type)]
+             for f in fields(Recipe)}
+    unknown, missing = sorted(set(values) - set(types)), sorted(set(types) - set(values))
+    if unknown or missing:
+        what = "; ".join(f"{kind} recipe fields {names}" for kind, names in (("unknown", unknown),
+                                                                              ("missing", missing)) if names)
+        raise UserError(f"{source} has {what}: it was written by another version of perceiver-mnist")
+    for name, allowed in types.items():
+        # bool is an int in Python: a JSON true where a number belongs is still a mistake.
+        if not isinstance(values[name], allowed) or (isinstance(values[name], bool) and bool not in allowed):
+            raise UserError(f"{source}: recipe field {name!r} is {values[name]!r}, expected {allowed[-1].__name__}; "
+                            f"restore it or start a new run")
+    return Recipe(**values).validate()
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -328,9 +328,30 @@ def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, d
         return run_dir, recipe, config
     recipe = resolve_recipe(args)
     run_dir = os.path.join(opts.logdir, opts.run)
-    if os.path.exists(run_dir) and (is_run(run_dir) or os.listdir(run_dir)):
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"{run_dir} is a file, not a run directory; pick another --run name")
+    if os.path.exists(run_dir) and is_run(run_dir):
         raise UserError(f"{run_dir} already holds a run; continue it with --resume, or pick another --run name")
+    if os.path.exists(run_dir) and os.listdir(run_dir):
+        raise UserError(f"{run_dir} holds files but no run; pick another --run name (nothing there is touched)")
     return run_dir, recipe, None
+
+
+def _check_resume_position(state: TrainerState, saved: Recipe, recipe: Recipe, opts: RunOptions,
+                           steps_per_epoch: int) -> None:
+    """Refuse flags that contradict where the checkpoint stands, before anything is rewritten."""
+    done = state.epoch + (1 if state.batch_in_epoch else 0)  # epochs begun
+    if recipe.epochs < done:
+        raise UserError(f"the run has already begun epoch {done}; --epochs must be at least {done}")
+    if opts.max_steps and opts.max_steps <= state.step:
+        raise UserError(f"the run is already at step {state.step}; give a larger --max-steps, or none")
+    # Mid-epoch, the checkpoint counts batches of the epoch as it was: another batch size or training set
+    # would make that position meaningless (and past the end of a shorter epoch the epoch never ends).
+    if state.batch_in_epoch and (recipe.batch_size != saved.batch_size or recipe.val_size != saved.val_size
+                                 or state.batch_in_epoch >= steps_per_epoch):
+        raise UserError(f"the checkpoint is {state.batch_in_epoch} batches into epoch {state.epoch + 1}, trained "
+                        f"with --batch-size {saved.batch_size} --val-size {saved.val_size}: resume with those and "
+                        f"the same data until the epoch ends (--max-steps can stop it there), then change them")
 
 
 def _write_config(acc: Accelerator, run_dir: str, recipe: Recipe, args: ParsedArgs, parameters: int) -> None:
@@ -410,6 +431,12 @@ def train(args: ParsedArgs) -> int:
         acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints, before load_state
     state = TrainerState() if fresh else checkpoints.load_latest(acc, run_dir)
     if not fresh:
+        _check_resume_position(state, recipe_from_dict(saved_config["recipe"], run_dir), recipe, opts,
+                               steps_per_epoch)
+        if state.epoch >= recipe.epochs and os.path.isfile(os.path.join(run_dir, WEIGHTS_FILE)):
+            acc.print(f"{run_dir} has already finished its {state.epoch} epochs (step {state.step}); nothing to "
+                      f"do. To train longer, resume with --epochs N (N > {state.epoch}).")
+            return 0
         if acc.is_main_process and saved_config["recipe"] != recipe_to_dict(recipe):
             # Resumed with changed flags (e.g. more --epochs): config.json stays the recipe this run now trains.
             write_atomic(os.path.join(run_dir, CONFIG_FILE),

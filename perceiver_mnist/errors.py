@@ -5,6 +5,7 @@ without a traceback. Everything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Callable
@@ -24,6 +25,13 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
         rank = os.environ.get("RANK")
         prefix = f"{prog}: error" if rank in (None, "0") else f"{prog} [rank {rank}]: error"
         print(f"{prefix}: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as err:
+        # The disk, not the code: full, read-only or not ours. One line, like any other user error.
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        print(f"{prog}: error: cannot write {err.filename or 'a file'} ({err.strerror}); free some space or "
+              f"choose a writable location (--logdir, --out)", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)

@@ -143,8 +143,18 @@ class Writer:
         # No timestamps or version strings in the files: identical inputs give identical bytes.
         metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
                     "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}[self.fmt]
-        fig.savefig(path, format=self.fmt, dpi=self.dpi, metadata=metadata)
-        plt.close(fig)
+        # Through a temporary file: a failed write (full disk) leaves an earlier figure of that name intact.
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            fig.savefig(tmp, format=self.fmt, dpi=self.dpi, metadata=metadata)
+            os.replace(tmp, path)
+        except OSError as err:
+            if os.path.isfile(tmp):
+                os.remove(tmp)
+            raise UserError(f"cannot write {path} ({err.strerror or err}); free some space or choose a writable "
+                            f"--out") from None
+        finally:
+            plt.close(fig)
         self.report.written.append(path)
 
     def attempt(self, name: str, needs: list[str], events: RunEvents | None, draw: Callable[[], None]) -> None:

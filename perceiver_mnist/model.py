@@ -188,5 +188,5 @@ def load_model(run_dir: str) -> PerceiverClassifier:
     except UserError:
         raise
     except Exception as err:
-        raise UserError(f"cannot load the model of {run_dir} ({type(err).__name__}: {str(err)[:160]})") from None
+        raise UserError(f"cannot load the model of {run_dir} ({type(err).__name__}: {' '.join(str(err).split())[:160]})") from None
     return model.eval()

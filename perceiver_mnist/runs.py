@@ -55,11 +55,15 @@ def read_config(run_dir: str) -> dict[str, Any]:
     path = os.path.join(run_dir, CONFIG_FILE)
     try:
         with open(path) as f:
-            return json.load(f)
+            config = json.load(f)
     except FileNotFoundError:
         raise UserError(f"{path} not found: the run was never started properly") from None
     except (OSError, ValueError) as err:
         raise UserError(f"{path} is unreadable ({err}); restore it or start a new run") from None
+    if not isinstance(config, dict) or not isinstance(config.get("recipe"), dict):
+        raise UserError(f"{path} holds no recipe (not a config.json written by train.py); restore it or start a "
+                        f"new run")
+    return config
 
 
 def write_atomic(path: str, text: str) -> None:

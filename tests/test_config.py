@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
 import pytest
 
 from perceiver_mnist.config import (PRESETS, Recipe, RunOptions, build_parser, diff_model_fields, parse_args,
-                                    preset, resolve_recipe)
+                                    preset, recipe_from_dict, recipe_to_dict, resolve_recipe)
 from perceiver_mnist.errors import UserError
 
 from .conftest import ROOT
@@ -54,10 +55,30 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--lr", "nan"], "--lr must be a positive number"),
     (["--patch-size", "5"], "--patch-size must divide 28"),
     (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+    (["--rotate", "1e308"], "--rotate is in degrees and must be at most 180"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+    (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
+    (["--grid-images", "-5"], "--grid-images must be zero or positive"),
 ])
 def test_impossible_values_are_refused(flags, message):
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(UserError, match=re.escape(message)):
         resolve_recipe(parse_args(flags))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": "5"}, "recipe field 'epochs' is '5', expected int"),
+    ({"lr": True}, "recipe field 'lr' is True, expected float"),
+    ({"adapter": "bogus"}, "--adapter must be one of ['image', 'pixels', 'patches']"),
+    ({"epochs": 0}, "--epochs must be positive"),
+    ({"depth_typo": 4}, "unknown recipe fields ['depth_typo']"),
+])
+def test_a_hand_edited_saved_recipe_is_checked_like_flags(change, message):
+    values = {**recipe_to_dict(Recipe()), **change}
+    assert recipe_from_dict(recipe_to_dict(Recipe()), "config.json") == Recipe()
+    with pytest.raises(UserError, match=re.escape(message)):
+        recipe_from_dict(values, "config.json")
+    with pytest.raises(UserError, match=re.escape("holds no recipe")):
+        recipe_from_dict([1, 2], "config.json")  # type: ignore[arg-type]
 
 
 def test_unknown_preset_is_refused():

@@ -1,6 +1,8 @@
 """figures.py on the event files of a real tiny training run."""
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import struct
 import subprocess
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from perceiver_mnist import figures, tracking
+from perceiver_mnist.errors import UserError, run_cli
 from perceiver_mnist.events import read_events
 
 from .conftest import ROOT
@@ -106,6 +109,23 @@ def run_figures(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=120)
 
 
+def test_a_full_or_read_only_disk_is_one_line_and_other_os_errors_stay_bugs(capsys):
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/events")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(full_disk, "figures.py")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("figures.py: error: cannot write /runs/x/events (No space left on device); "
+                                       "free some space or choose a writable location (--logdir, --out)\n")
+
+    def bug():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/nope")
+
+    with pytest.raises(FileNotFoundError):
+        run_cli(bug, "figures.py")
+
+
 def test_unknown_run_lists_the_existing_ones(tiny_run):
     result = run_figures("--logdir", str(tiny_run.parent), "--run", "nope")
     assert result.returncode == 2
@@ -119,6 +139,16 @@ def test_a_run_without_event_files_is_a_clear_error(tmp_path):
     result = run_figures("--logdir", str(tmp_path / "runs"), "--run", "empty", "--no-model")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "has no TensorBoard event files" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_failed_write_is_one_error_and_keeps_the_earlier_figure(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train_loss.png").write_bytes(b"an earlier figure")
+    (out / f"train_loss.png.tmp{os.getpid()}").mkdir()  # where the new figure would be written: a write error
+    with pytest.raises(UserError, match=r"cannot write .*train_loss\.png \(Is a directory\); free some space"):
+        figures.make_figures(str(tiny_run.parent), tiny_run.name, str(out), model_figures=False)
+    assert (out / "train_loss.png").read_bytes() == b"an earlier figure"
 
 
 def test_figures_need_no_training_code(tiny_run, tmp_path):

@@ -192,12 +192,28 @@ def _bad_input(case: str, data_dir: Path, run: Path, tmp_path: Path) -> tuple[li
         return [*common, "--run", "new", "--batch-size", "-8"], "--batch-size must be positive"
     if case == "zero_lr":
         return [*common, "--run", "new", "--lr", "0"], "--lr must be a positive number"
+    if case == "run_is_a_file":
+        (run.parent / "a_file").write_text("not a run")
+        return [*common, "--run", "a_file"], "is a file, not a run directory"
+    if case == "config_without_recipe":
+        (run / "config.json").write_text("[1, 2]")
+        return [*common, "--run", run.name, "--resume"], "holds no recipe"
+    if case == "config_missing_field":  # e.g. written before a field existed
+        config = json.loads((run / "config.json").read_text())
+        del config["recipe"]["ema_decay"]
+        (run / "config.json").write_text(json.dumps(config))
+        return [*common, "--run", run.name, "--resume"], "missing recipe fields ['ema_decay']"
+    if case == "fewer_epochs_than_done":
+        return [*common, "--run", run.name, "--resume", "--epochs", "1"], "--epochs must be at least 2"
+    if case == "max_steps_already_passed":
+        return [*common, "--run", run.name, "--resume", "--max-steps", "1"], "give a larger --max-steps"
     raise AssertionError(case)
 
 
 BAD_INPUTS = ["missing_data", "corrupt_idx", "truncated_idx", "length_mismatch", "existing_run", "resume_unknown",
-              "resume_without_run", "resume_other_model", "unreadable_checkpoints", "unwritable_logdir", "unknown_preset", "zero_epochs",
-              "negative_batch_size", "zero_lr"]
+              "resume_without_run", "resume_other_model", "unreadable_checkpoints", "unwritable_logdir",
+              "unknown_preset", "zero_epochs", "negative_batch_size", "zero_lr", "run_is_a_file", "config_without_recipe", "config_missing_field",
+              "fewer_epochs_than_done", "max_steps_already_passed"]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -210,6 +226,30 @@ def test_bad_inputs_get_one_line_and_nothing_is_lost(case, data_dir: Path, finis
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert tree_digest(finished_run.parent) == before  # nothing written before is touched
+
+
+def test_a_mid_epoch_checkpoint_refuses_another_epoch_length(data_dir: Path, tmp_path: Path):
+    """Its position counts batches of the epoch as it was; resumed with a larger batch, the epoch used to end
+    before that position and never finished (it re-evaluated and re-saved forever)."""
+    logdir = tmp_path / "runs"
+    assert launch(tiny_args(data_dir, logdir, "m", "--max-steps", "3"), config=None).returncode == 0
+    before = tree_digest(logdir)
+    result = launch(["--run", "m", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
+                     "--batch-size", "64"], config=None, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip() == ("train.py: error: the checkpoint is 3 batches into epoch 1, trained with "
+                                     "--batch-size 16 --val-size 0: resume with those and the same data until the "
+                                     "epoch ends (--max-steps can stop it there), then change them")
+    assert tree_digest(logdir) == before
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_how_to_train_longer(data_dir: Path, finished_run: Path):
+    before = tree_digest(finished_run.parent)
+    result = launch(["--run", finished_run.name, "--logdir", str(finished_run.parent), "--data-dir", str(data_dir),
+                     "--resume"], config=None)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "has already finished its 2 epochs" in result.stdout and "--epochs N (N > 2)" in result.stdout
+    assert tree_digest(finished_run.parent) == before
 
 
 def test_a_missing_accelerate_config_is_reported_by_accelerate(tmp_path):
