@@ -23,6 +23,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from .config import IMAGE_SIZE, NUM_CLASSES
 from .errors import UserError
+from .runs import atomic_path
 
 FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -69,10 +70,8 @@ def _extract_gz(gz_path: str, dest: str, expected_sha256: str | None) -> None:
     if expected_sha256 and digest != expected_sha256:
         raise UserError(f"{gz_path} fails its checksum (sha256 {digest[:12]}..., expected "
                         f"{expected_sha256[:12]}...); delete it and restore it (git checkout) or re-download it")
-    tmp = f"{dest}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
         f.write(content)
-    os.replace(tmp, dest)
 
 
 def ensure_files(data_dir: str, dataset: str) -> None:

@@ -29,7 +29,7 @@ from .config import (NUM_CLASSES, ParsedArgs, Recipe, RunOptions, default_run_na
 from .data import Splits, augment, load_datasets, make_loader, to_float
 from .errors import UserError
 from .model import build_model, count_parameters
-from .runs import CONFIG_FILE, WEIGHTS_FILE, find_run, is_run, read_config, write_atomic
+from .runs import CONFIG_FILE, WEIGHTS_FILE, atomic_path, find_run, is_run, read_config, write_atomic
 
 EXIT_INTERRUPTED = 130
 
@@ -300,15 +300,15 @@ def _save_weights(loop: Loop) -> None:
     state_dict = loop.accelerator.get_state_dict(loop.eval_model)  # collective under some backends: all processes
     if loop.accelerator.is_main_process:
         path = os.path.join(loop.run_dir, WEIGHTS_FILE)
-        tmp = f"{path}.tmp"
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp)
     loop.accelerator.wait_for_everyone()
 
 
-def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, dict[str, Any] | None]:
-    """Check the run directory against --resume; return (run_dir, recipe, the saved config.json or None for a
-    fresh run). Writes nothing."""
+def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, dict[str, Any] | None,
+                                                                   Recipe | None]:
+    """Check the run directory against --resume; return (run_dir, recipe, the saved config.json and the saved
+    recipe, both None for a fresh run). Writes nothing."""
     opts = args.options  # opts.run is set: train() names fresh runs and refuses --resume without --run
     if opts.resume:
         run_dir = find_run(opts.logdir, opts.run)
@@ -325,16 +325,17 @@ def _prepare_run_dir(acc: Accelerator, args: ParsedArgs) -> tuple[str, Recipe, d
                    if getattr(recipe, k) != v]
         if changed:
             acc.print(f"resuming with a changed recipe: {'; '.join(changed)}")
-        return run_dir, recipe, config
+        return run_dir, recipe, config, saved
     recipe = resolve_recipe(args)
     run_dir = os.path.join(opts.logdir, opts.run)
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise UserError(f"{run_dir} is a file, not a run directory; pick another --run name")
-    if os.path.exists(run_dir) and is_run(run_dir):
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume, or pick another --run name")
-    if os.path.exists(run_dir) and os.listdir(run_dir):
-        raise UserError(f"{run_dir} holds files but no run; pick another --run name (nothing there is touched)")
-    return run_dir, recipe, None
+    if os.path.exists(run_dir):
+        if not os.path.isdir(run_dir):
+            raise UserError(f"{run_dir} is a file, not a run directory; pick another --run name")
+        if is_run(run_dir):
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume, or pick another --run name")
+        if os.listdir(run_dir):
+            raise UserError(f"{run_dir} holds files but no run; pick another --run name (nothing there is touched)")
+    return run_dir, recipe, None, None
 
 
 def _check_resume_position(state: TrainerState, saved: Recipe, recipe: Recipe, opts: RunOptions,
@@ -400,7 +401,7 @@ def train(args: ParsedArgs) -> int:
         name = [default_run_name(args.preset)]
         args.options.run = broadcast_object_list(name)[0] if acc.num_processes > 1 else name[0]
     opts = args.options
-    run_dir, recipe, saved_config = _prepare_run_dir(acc, args)
+    run_dir, recipe, saved_config, saved_recipe = _prepare_run_dir(acc, args)
     fresh = saved_config is None
     for name, size in (("batch-size", recipe.batch_size), ("test-batch-size", recipe.test_batch_size)):
         if size % acc.num_processes:
@@ -431,8 +432,7 @@ def train(args: ParsedArgs) -> int:
         acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints, before load_state
     state = TrainerState() if fresh else checkpoints.load_latest(acc, run_dir)
     if not fresh:
-        _check_resume_position(state, recipe_from_dict(saved_config["recipe"], run_dir), recipe, opts,
-                               steps_per_epoch)
+        _check_resume_position(state, saved_recipe, recipe, opts, steps_per_epoch)
         if state.epoch >= recipe.epochs and os.path.isfile(os.path.join(run_dir, WEIGHTS_FILE)):
             acc.print(f"{run_dir} has already finished its {state.epoch} epochs (step {state.step}); nothing to "
                       f"do. To train longer, resume with --epochs N (N > {state.epoch}).")

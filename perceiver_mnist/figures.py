@@ -14,7 +14,7 @@ import numpy as np
 from . import tracking
 from .errors import UserError
 from .events import RunEvents, Series, read_events
-from .runs import FIGURES_DIR, WEIGHTS_FILE, find_run, read_config
+from .runs import FIGURES_DIR, WEIGHTS_FILE, atomic_path, find_run, read_config
 
 SMOOTHING = 0.9  # TensorBoard's default exponential smoothing of the step-level train loss
 STYLE = {
@@ -143,14 +143,10 @@ class Writer:
         # No timestamps or version strings in the files: identical inputs give identical bytes.
         metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
                     "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}[self.fmt]
-        # Through a temporary file: a failed write (full disk) leaves an earlier figure of that name intact.
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            fig.savefig(tmp, format=self.fmt, dpi=self.dpi, metadata=metadata)
-            os.replace(tmp, path)
+        try:  # a failed write (full disk) leaves an earlier figure of that name intact
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=self.fmt, dpi=self.dpi, metadata=metadata)
         except OSError as err:
-            if os.path.isfile(tmp):
-                os.remove(tmp)
             raise UserError(f"cannot write {path} ({err.strerror or err}); free some space or choose a writable "
                             f"--out") from None
         finally:

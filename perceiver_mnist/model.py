@@ -188,5 +188,6 @@ def load_model(run_dir: str) -> PerceiverClassifier:
     except UserError:
         raise
     except Exception as err:
-        raise UserError(f"cannot load the model of {run_dir} ({type(err).__name__}: {' '.join(str(err).split())[:160]})") from None
+        one_line = " ".join(str(err).split())
+        raise UserError(f"cannot load the model of {run_dir} ({type(err).__name__}: {one_line[:160]})") from None
     return model.eval()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from .errors import UserError
 
@@ -66,11 +67,23 @@ def read_config(run_dir: str) -> dict[str, Any]:
     return config
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never half of it."""
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary name to write ``path`` under: renamed to ``path`` when the block succeeds and removed when it
+    fails, so a crash or a full disk leaves the old file or the new one, never half of one."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write a text file so that a crash leaves either the old or the new content, never half of it."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
