@@ -81,6 +81,7 @@ class Recipe:
     scheduler: str = _f("cosine", "'exponential': lr * gamma**epoch (the seed); 'cosine': decay to zero over the "
                         "run; 'constant'.", ["exponential", "cosine", "constant"])
     gamma: float = _f(0.9, "Per-epoch decay factor for --scheduler exponential.")
+    lr_floor: float = _f(0.0, "Fraction of --lr that --scheduler cosine decays to at the end (0: to zero).")
     warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
     grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).")
     ema_decay: float = _f(0.999, "Evaluate and save an exponential moving average of the weights with this decay "
@@ -103,14 +104,14 @@ class Recipe:
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"--{_flag(name)} must be a positive number, got {value}")
         for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing",
-                     "translate", "val_size", "token_dim", "ema_decay"]:
+                     "translate", "val_size", "token_dim", "ema_decay", "lr_floor"]:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"--{_flag(name)} must be zero or positive, got {value}")
         if not 0 < self.gamma <= 1:
             raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
-        if self.label_smoothing >= 1 or self.scale >= 1 or self.ema_decay >= 1:
-            raise UserError("--label-smoothing, --scale and --ema-decay must be below 1")
+        if self.label_smoothing >= 1 or self.scale >= 1 or self.ema_decay >= 1 or self.lr_floor >= 1:
+            raise UserError("--label-smoothing, --scale, --ema-decay and --lr-floor must be below 1")
         if self.rotate > 180:
             raise UserError(f"--rotate is in degrees and must be at most 180, got {self.rotate}")
         for f in fields(self):  # flags are checked by argparse; this catches a hand-edited config.json

@@ -55,7 +55,7 @@ def lr_factor(step: int, recipe: Recipe, steps_per_epoch: int) -> float:
     if recipe.scheduler == "cosine":
         total = recipe.epochs * steps_per_epoch
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return recipe.lr_floor + (1.0 - recipe.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
 
 

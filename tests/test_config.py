@@ -59,6 +59,8 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--seed", "-1"], "--seed must be in [0, 2**32)"),
     (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
     (["--grid-images", "-5"], "--grid-images must be zero or positive"),
+    (["--lr-floor", "1"], "--lr-floor must be below 1"),
+    (["--lr-floor", "-0.1"], "--lr-floor must be zero or positive"),
 ])
 def test_impossible_values_are_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):

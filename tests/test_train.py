@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 
 from perceiver_mnist import build_model, load_model, preset
 from perceiver_mnist import tracking
-from perceiver_mnist.config import recipe_to_dict
+from perceiver_mnist.config import Recipe, recipe_to_dict
 from perceiver_mnist.data import load_datasets, to_float
 from perceiver_mnist.events import read_events
 
@@ -296,3 +296,23 @@ def test_ema_decay_ramps_up_from_a_copy_to_the_configured_decay():
         expected = float(n) if expected is None else decay * expected + (1 - decay) * n
         assert ema.module.weight[0, 0].item() == pytest.approx(expected, rel=1e-5)
     assert 1999 - 110 < expected < 1999 - 90  # capped at 0.99 from n = 890: lags 1 / (1 - 0.99) = 100 updates
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_cosine_schedule_warms_up_then_decays_to_its_floor(floor):
+    from perceiver_mnist.engine import lr_factor
+
+    recipe = Recipe(epochs=5, warmup_epochs=1.0, scheduler="cosine", lr_floor=floor)
+    factors = [lr_factor(step, recipe, steps_per_epoch=10) for step in range(50)]
+    assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])  # linear warm-up over epoch 1
+    assert factors[10] == pytest.approx(1.0)
+    assert factors[30] == pytest.approx(floor + (1 - floor) * 0.5)  # half-way through the decay
+    assert all(a > b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[49] == pytest.approx(floor, abs=0.002) and lr_factor(60, recipe, 10) == pytest.approx(floor)
+
+
+def test_exponential_schedule_steps_once_per_epoch_as_in_the_seed():
+    from perceiver_mnist.engine import lr_factor
+
+    recipe = preset("seed")
+    assert [lr_factor(s, recipe, 10) for s in (0, 9, 10, 25)] == pytest.approx([1.0, 1.0, 0.9, 0.81])
