@@ -12,6 +12,8 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 
 from accelerate import Accelerator
+from accelerate.utils import RNG_STATE_NAME
+from accelerate.utils import load as accelerate_load
 
 from . import faults
 from .config import dumps
@@ -95,6 +97,18 @@ def save(accelerator: Accelerator, run_dir: str, state: TrainerState, keep: int)
     return final
 
 
+def _check_rng_state(path: str, process_index: int) -> None:
+    """Raise if this process's RNG state in the checkpoint is unreadable.
+
+    ``load_state`` swallows that error (it logs it at info level) and goes on with the current RNG state, so the
+    resumed run would quietly draw other augmentations than the uninterrupted one.
+    """
+    states = accelerate_load(os.path.join(path, f"{RNG_STATE_NAME}_{process_index}.pkl"))
+    missing = {"random_state", "numpy_random_seed", "torch_manual_seed"} - set(states)
+    if missing:
+        raise ValueError(f"its random states lack {sorted(missing)}")
+
+
 def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
     """Restore the newest loadable checkpoint; an unreadable one is reported and the previous one is tried."""
     candidates = complete_checkpoints(run_dir)
@@ -103,6 +117,7 @@ def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
                         f"under a new --run name")
     for path, state in reversed(candidates):
         try:
+            _check_rng_state(path, accelerator.process_index)
             accelerator.load_state(path)
             return state
         except Exception as err:

@@ -74,10 +74,11 @@ def _extract_gz(gz_path: str, dest: str, expected_sha256: str | None) -> None:
         f.write(content)
 
 
-def ensure_files(data_dir: str, dataset: str) -> None:
-    """Make the four uncompressed IDX files exist: extract shipped ``.gz`` files, else download with torchvision."""
+def ensure_files(data_dir: str, dataset: str, train: bool = True) -> None:
+    """Make the uncompressed IDX files exist (the test pair, and the training pair if ``train``): extract shipped
+    ``.gz`` files, else download with torchvision (which fetches all four)."""
     info, folder = DATASETS[dataset], raw_dir(data_dir, dataset)
-    names = FILES[True] + FILES[False]
+    names = (FILES[True] if train else ()) + FILES[False]
     for name in names:
         path = os.path.join(folder, name)
         if not os.path.exists(path) and os.path.exists(path + ".gz"):
@@ -94,26 +95,23 @@ def ensure_files(data_dir: str, dataset: str) -> None:
         reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
         raise UserError(
             f"{dataset} data missing: {', '.join(missing)} not in {folder} and the download failed ({reason}). "
-            f"Put the four IDX files (plain or .gz) in {folder}, or run once with internet access"
+            f"Put the {len(names)} IDX files (plain or .gz) in {folder}, or run once with internet access"
         ) from None
 
 
 def _read_split(data_dir: str, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     folder = raw_dir(data_dir, dataset)
     image_path, label_path = (os.path.join(folder, n) for n in FILES[train])
-    try:
-        ds = DATASETS[dataset].torchvision_class(data_dir, train=train, download=False)
-        images, labels = ds.data, ds.targets
-    except Exception:
-        # Name the broken file: read each with the same torchvision readers the dataset class uses.
-        for path, reader in ((image_path, read_image_file), (label_path, read_label_file)):
-            try:
-                reader(path)
-            except Exception as err:
-                detail = str(err) or "wrong magic number or size"
-                raise UserError(f"{path} is not a valid IDX file ({type(err).__name__}: {detail[:120]}); "
-                                f"delete it and restore the original file") from None
-        raise
+    # torchvision's own readers (what its dataset classes call), per file, so that an error names the broken one.
+    tensors = []
+    for path, reader in ((image_path, read_image_file), (label_path, read_label_file)):
+        try:
+            tensors.append(reader(path))
+        except Exception as err:
+            detail = str(err) or "wrong magic number or size"
+            raise UserError(f"{path} is not a valid IDX file ({type(err).__name__}: {detail[:120]}); "
+                            f"delete it and restore the original file") from None
+    images, labels = tensors
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise UserError(f"{image_path} holds images of shape {tuple(images.shape[1:])}, expected 28x28")
     if len(images) != len(labels):
@@ -168,6 +166,14 @@ def load_datasets(data_dir: str, dataset: str, val_size: int = 0) -> Splits:
         val = InMemoryDataset(train_x[held], train_y[held])
         train_x, train_y = train_x[keep], train_y[keep]
     return Splits(InMemoryDataset(train_x, train_y), InMemoryDataset(test_x, test_y), val)
+
+
+def load_test_set(data_dir: str, dataset: str) -> InMemoryDataset:
+    """Only the test split (for figures: the training files need not be there)."""
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    ensure_files(data_dir, dataset, train=False)
+    return InMemoryDataset(*_read_split(data_dir, dataset, train=False))
 
 
 class EpochSampler(Sampler[int]):

@@ -30,8 +30,12 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
         # The disk, not the code: full, read-only or not ours. One line, like any other user error.
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
-        print(f"{prog}: error: cannot write {err.filename or 'a file'} ({err.strerror}); free some space or "
-              f"choose a writable location (--logdir, --out)", file=sys.stderr, flush=True)
+        path = err.filename or "a file"
+        if err.errno in (errno.EACCES, errno.EPERM):  # from a read as often as from a write
+            message = f"cannot access {path} ({err.strerror}); fix its permissions or choose another location"
+        else:
+            message = f"cannot write {path} ({err.strerror}); free some space or choose a writable location"
+        print(f"{prog}: error: {message} (--logdir, --data-dir, --out)", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import struct
@@ -109,15 +110,20 @@ def run_figures(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=120)
 
 
-def test_a_full_or_read_only_disk_is_one_line_and_other_os_errors_stay_bugs(capsys):
-    def full_disk():
-        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/events")
+@pytest.mark.parametrize("code, strerror, message", [
+    (errno.ENOSPC, "No space left on device", "cannot write /x (No space left on device); free some space or "
+                                              "choose a writable location"),
+    (errno.EACCES, "Permission denied", "cannot access /x (Permission denied); fix its permissions or choose "
+                                        "another location"),
+])
+def test_a_full_or_forbidden_disk_is_one_line_and_other_os_errors_stay_bugs(code, strerror, message, capsys):
+    def disk_error():
+        raise OSError(code, strerror, "/x")
 
     with pytest.raises(SystemExit) as exit_:
-        run_cli(full_disk, "figures.py")
+        run_cli(disk_error, "figures.py")
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == ("figures.py: error: cannot write /runs/x/events (No space left on device); "
-                                       "free some space or choose a writable location (--logdir, --out)\n")
+    assert capsys.readouterr().err == f"figures.py: error: {message} (--logdir, --data-dir, --out)\n"
 
     def bug():
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/nope")
@@ -158,3 +164,19 @@ def test_figures_need_no_training_code(tiny_run, tmp_path):
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_model_figures_need_only_the_test_files_and_survive_odd_saved_options(tiny_run, data_dir, tmp_path,
+                                                                              monkeypatch):
+    run = tmp_path / "runs" / "r"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "options": ["not", "a", "dict"]}))
+    test_only = tmp_path / "data" / "MNIST" / "raw"
+    test_only.mkdir(parents=True)
+    for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]:
+        shutil.copy(data_dir / "MNIST" / "raw" / name, test_only / name)
+    monkeypatch.chdir(tmp_path)  # the saved options are unusable: the default ./data is where the data is
+    report = figures.make_figures(str(run.parent), "r", str(tmp_path / "out"))
+    assert report.notices == []
+    assert png_size(tmp_path / "out" / "confusion_matrix.png")[0] > 300
