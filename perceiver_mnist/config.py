@@ -69,7 +69,7 @@ class Recipe:
     decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
 
     # --- optimisation ---
-    epochs: int = _f(80, "Number of passes over the training set.")
+    epochs: int = _f(60, "Number of passes over the training set.")
     batch_size: int = _f(128, "Global batch size (split across processes; must divide by their number).")
     test_batch_size: int = _f(1000, "Global batch size for evaluation.")
     loss: str = _f("ce", "'ce': cross-entropy on logits; 'mse': the seed's MSE between logits and one-hot labels.",
@@ -84,8 +84,9 @@ class Recipe:
     lr_floor: float = _f(0.0, "Fraction of --lr that --scheduler cosine decays to at the end (0: to zero).")
     warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
     grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).")
-    ema_decay: float = _f(0.999, "Evaluate and save an exponential moving average of the weights with this decay "
-                          "per step (ramped up over the first few hundred steps); 0: off, the raw weights.")
+    ema_decay: float = _f(0.9998, "Evaluate and save an exponential moving average of the weights whose decay per "
+                          "step is min(this, (1+n)/(10+n)) after n steps, so that it averages roughly the last "
+                          "tenth of the steps until the cap; 0: off, the raw weights.")
 
     def model_fields(self) -> dict[str, Any]:
         """The fields that determine the network's architecture (compared on --resume)."""
