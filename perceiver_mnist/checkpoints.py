@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
+import torch
 from accelerate import Accelerator
 from accelerate.utils import RNG_STATE_NAME
 from accelerate.utils import load as accelerate_load
@@ -97,16 +100,23 @@ def save(accelerator: Accelerator, run_dir: str, state: TrainerState, keep: int)
     return final
 
 
-def _check_rng_state(path: str, process_index: int) -> None:
-    """Raise if this process's RNG state in the checkpoint is unreadable.
+def _check_rng_states(path: str, num_processes: int) -> None:
+    """Raise if any process's RNG state in the checkpoint is unreadable.
 
     ``load_state`` swallows that error (it logs it at info level) and goes on with the current RNG state, so the
-    resumed run would quietly draw other augmentations than the uninterrupted one.
+    resumed run would quietly draw other augmentations than the uninterrupted one. Every process checks every
+    process's file, so that all of them reach the same verdict and fall back to the same checkpoint. The states
+    are applied to throwaway generators: that checks their content, not just their keys.
     """
-    states = accelerate_load(os.path.join(path, f"{RNG_STATE_NAME}_{process_index}.pkl"))
-    missing = {"random_state", "numpy_random_seed", "torch_manual_seed"} - set(states)
-    if missing:
-        raise ValueError(f"its random states lack {sorted(missing)}")
+    for rank in range(num_processes):
+        states = accelerate_load(os.path.join(path, f"{RNG_STATE_NAME}_{rank}.pkl"))
+        random.Random().setstate(states["random_state"])
+        np.random.RandomState().set_state(states["numpy_random_seed"])
+        torch.Generator().set_state(states["torch_manual_seed"])
+        # Saved only where CUDA was available; a CPU checkpoint resumed on a GPU has none (and none is needed).
+        for cuda_state in states.get("torch_cuda_manual_seed", []):
+            if not isinstance(cuda_state, torch.Tensor) or cuda_state.dtype != torch.uint8:
+                raise ValueError(f"rank {rank}'s CUDA random state is not a byte tensor")
 
 
 def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
@@ -117,7 +127,7 @@ def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
                         f"under a new --run name")
     for path, state in reversed(candidates):
         try:
-            _check_rng_state(path, accelerator.process_index)
+            _check_rng_states(path, accelerator.num_processes)
             accelerator.load_state(path)
             return state
         except Exception as err:

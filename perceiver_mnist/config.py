@@ -113,6 +113,8 @@ class Recipe:
             raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
         if self.label_smoothing >= 1 or self.scale >= 1 or self.ema_decay >= 1 or self.lr_floor >= 1:
             raise UserError("--label-smoothing, --scale, --ema-decay and --lr-floor must be below 1")
+        if self.lr_floor and self.scheduler != "cosine":
+            raise UserError(f"--lr-floor applies to --scheduler cosine only (got --scheduler {self.scheduler})")
         if self.rotate > 180:
             raise UserError(f"--rotate is in degrees and must be at most 180, got {self.rotate}")
         for f in fields(self):  # flags are checked by argparse; this catches a hand-edited config.json
@@ -195,10 +197,16 @@ def preset(name: str) -> Recipe:
     return Recipe(**PRESETS[name])
 
 
+# Fields added after runs were saved without them, with the value that reproduces how those runs trained. Not the
+# dataclass default: that may have changed since (ema_decay did), and a guess would silently change the recipe.
+ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0}
+
+
 def recipe_from_dict(values: dict[str, Any], source: str) -> Recipe:
     """Rebuild a recipe saved by ``recipe_to_dict``; unknown, missing or mistyped fields are an error."""
     if not isinstance(values, dict):
         raise UserError(f"{source} holds no recipe (found {type(values).__name__}); restore it or start a new run")
+    values = {**ADDED_FIELDS, **values}
     types = {f.name: {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[str(f.type)]
              for f in fields(Recipe)}
     unknown, missing = sorted(set(values) - set(types)), sorted(set(types) - set(values))

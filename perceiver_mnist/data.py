@@ -107,6 +107,8 @@ def _read_split(data_dir: str, dataset: str, train: bool) -> tuple[torch.Tensor,
     for path, reader in ((image_path, read_image_file), (label_path, read_label_file)):
         try:
             tensors.append(reader(path))
+        except PermissionError:
+            raise  # not a broken file: run_cli says "cannot access" (deleting it would be the wrong advice)
         except Exception as err:
             detail = str(err) or "wrong magic number or size"
             raise UserError(f"{path} is not a valid IDX file ({type(err).__name__}: {detail[:120]}); "

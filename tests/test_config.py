@@ -61,6 +61,7 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--grid-images", "-5"], "--grid-images must be zero or positive"),
     (["--lr-floor", "1"], "--lr-floor must be below 1"),
     (["--lr-floor", "-0.1"], "--lr-floor must be zero or positive"),
+    (["--preset", "seed", "--lr-floor", "0.1"], "--lr-floor applies to --scheduler cosine only"),
 ])
 def test_impossible_values_are_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):
@@ -108,3 +109,12 @@ def test_help_exits_zero_and_lists_presets():
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
     assert result.returncode == 0 and "{default,seed,tiny}" in result.stdout
+
+
+def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was_trained_with():
+    saved = recipe_to_dict(preset("default"))
+    del saved["lr_floor"]  # written before --lr-floor existed: its cosine decayed to zero
+    assert recipe_from_dict(saved, "old run").lr_floor == 0.0
+    del saved["ema_decay"]  # a field whose default changed is not guessed
+    with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
+        recipe_from_dict(saved, "old run")

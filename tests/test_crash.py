@@ -149,3 +149,22 @@ def test_a_killed_run_with_a_weight_average_resumes_exactly(data_dir, tmp_path):
                      config=None)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(logdir / "k", logdir / "base")
+
+
+def test_rng_states_of_every_process_are_checked_by_their_content(tmp_path):
+    import random
+
+    import numpy as np
+
+    from perceiver_mnist.checkpoints import _check_rng_states
+
+    good = {"random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
+            "torch_manual_seed": torch.get_rng_state()}
+    torch.save(good, tmp_path / "random_states_0.pkl")
+    torch.save(good, tmp_path / "random_states_1.pkl")
+    _check_rng_states(str(tmp_path), 2)
+    # Rank 1's file is broken: rank 0 must reach the same verdict, or the processes resume from different steps.
+    torch.save({**good, "torch_manual_seed": torch.zeros(3)}, tmp_path / "random_states_1.pkl")
+    with pytest.raises(TypeError, match="RNG state must be a torch.ByteTensor"):
+        _check_rng_states(str(tmp_path), 2)
+    _check_rng_states(str(tmp_path), 1)

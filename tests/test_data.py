@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import hashlib
 from pathlib import Path
@@ -124,3 +125,12 @@ def test_augment_is_identity_when_off_and_moves_pixels_when_on():
     assert shifted.shape == x.shape and not torch.allclose(shifted, x)
     assert torch.allclose(shifted.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=0.05)  # a shift keeps the ink
     assert 0 <= shifted.min() and shifted.max() <= 1
+
+
+def test_an_unreadable_idx_file_is_reported_as_a_permission_problem_not_as_corrupt(fresh_data, monkeypatch):
+    def forbidden(path):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(data, "read_image_file", forbidden)  # root ignores file modes: simulate the refusal
+    with pytest.raises(PermissionError):  # run_cli turns it into "cannot access PATH (Permission denied); ..."
+        data.load_datasets(str(fresh_data), "mnist")

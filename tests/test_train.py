@@ -212,7 +212,8 @@ def _bad_input(case: str, data_dir: Path, run: Path, tmp_path: Path) -> tuple[li
 
 BAD_INPUTS = ["missing_data", "corrupt_idx", "truncated_idx", "length_mismatch", "existing_run", "resume_unknown",
               "resume_without_run", "resume_other_model", "unreadable_checkpoints", "unwritable_logdir",
-              "unknown_preset", "zero_epochs", "negative_batch_size", "zero_lr", "run_is_a_file", "config_without_recipe", "config_missing_field",
+              "unknown_preset", "zero_epochs", "negative_batch_size", "zero_lr", "run_is_a_file",
+              "config_without_recipe", "config_missing_field",
               "fewer_epochs_than_done", "max_steps_already_passed"]
 
 
