@@ -77,6 +77,8 @@ def _extract_gz(gz_path: str, dest: str, expected_sha256: str | None) -> None:
 def ensure_files(data_dir: str, dataset: str, train: bool = True) -> None:
     """Make the uncompressed IDX files exist (the test pair, and the training pair if ``train``): extract shipped
     ``.gz`` files, else download with torchvision (which fetches all four)."""
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     info, folder = DATASETS[dataset], raw_dir(data_dir, dataset)
     names = (FILES[True] if train else ()) + FILES[False]
     for name in names:
@@ -154,8 +156,6 @@ class Splits:
 
 def load_datasets(data_dir: str, dataset: str, val_size: int = 0) -> Splits:
     """Load train/test (and a fixed validation split held out of train) into memory."""
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     ensure_files(data_dir, dataset)
     train_x, train_y = _read_split(data_dir, dataset, train=True)
     test_x, test_y = _read_split(data_dir, dataset, train=False)
@@ -172,8 +172,6 @@ def load_datasets(data_dir: str, dataset: str, val_size: int = 0) -> Splits:
 
 def load_test_set(data_dir: str, dataset: str) -> InMemoryDataset:
     """Only the test split (for figures: the training files need not be there)."""
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     ensure_files(data_dir, dataset, train=False)
     return InMemoryDataset(*_read_split(data_dir, dataset, train=False))
 

@@ -134,3 +134,9 @@ def test_an_unreadable_idx_file_is_reported_as_a_permission_problem_not_as_corru
     monkeypatch.setattr(data, "read_image_file", forbidden)  # root ignores file modes: simulate the refusal
     with pytest.raises(PermissionError):  # run_cli turns it into "cannot access PATH (Permission denied); ..."
         data.load_datasets(str(fresh_data), "mnist")
+
+
+def test_an_unknown_dataset_is_refused_by_both_loaders(fresh_data):
+    for load in (data.load_datasets, data.load_test_set):
+        with pytest.raises(UserError, match="unknown dataset 'cifar'; choose one of: mnist, fashion-mnist"):
+            load(str(fresh_data), "cifar")
