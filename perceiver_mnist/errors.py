@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 EXIT_USER_ERROR = 2
 
@@ -25,7 +25,7 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
         rank = os.environ.get("RANK")
         prefix = f"{prog}: error" if rank in (None, "0") else f"{prog} [rank {rank}]: error"
         print(f"{prefix}: {err}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        end_process(EXIT_USER_ERROR)
     except OSError as err:
         # The disk, not the code: full, read-only or not ours. One line, like any other user error.
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
@@ -36,8 +36,25 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
         else:
             message = f"cannot write {path} ({err.strerror}); free some space or choose a writable location"
         print(f"{prog}: error: {message} (--logdir, --data-dir, --out)", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        end_process(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
-    sys.exit(code or 0)
+        end_process(130)
+    end_process(code or 0)
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with ``code``; a process of a multi-process run skips the interpreter's teardown.
+
+    Why: with torch 2.14, a gloo process group that DistributedDataParallel has used outlives
+    ``destroy_process_group()`` (its threads keep running), and tearing it down in the interpreter's exit aborts
+    (SIGABRT, "terminate called without an active exception") after every file has been written: one run in
+    seven to ten on a loaded 2-core machine (BENCHMARKS.md section 6, bench/dist_teardown.py). Nothing that
+    matters is left to tear down by then: checkpoints, weights and the TensorBoard writer are closed by the
+    training code itself, so the process ends here, as soon as its output is flushed.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun (accelerate launch) in every process
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

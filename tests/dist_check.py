@@ -9,6 +9,7 @@ import torch
 from perceiver_mnist.config import preset
 from perceiver_mnist.data import InMemoryDataset, make_loader, to_float
 from perceiver_mnist.engine import build_optimizer, loss_fn, make_accelerator
+from perceiver_mnist.errors import end_process
 from perceiver_mnist.model import build_model
 
 acc = make_accelerator(sys.argv[1])
@@ -38,3 +39,4 @@ with open(f"{sys.argv[1]}/rank_{acc.process_index}.json", "w") as f:
     json.dump({"rank": acc.process_index, "world": acc.num_processes, "backend": str(acc.distributed_type),
                "first_batch": seen, "global_first_batch": unsharded, "checksum": checksum}, f)
 acc.end_training()
+end_process(0)  # as train.py ends (run_cli): torch's gloo teardown at exit can abort

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def test_ranks_see_different_shards_and_their_weights_stay_equal(tmp_path):
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)  # synchronized gradients
 
 
+@pytest.mark.parametrize("world_size, teardown", [("2", False), (None, True)])
+def test_a_process_of_a_multi_process_run_ends_without_the_interpreters_teardown(world_size, teardown):
+    # Why it matters: torch's gloo threads outlive destroy_process_group() and can abort the teardown (errors.py).
+    script = ("import atexit\nfrom perceiver_mnist.errors import end_process\n"
+              "atexit.register(print, 'teardown ran')\nprint('work done', end='')\nend_process(3)\n")
+    env = {k: v for k, v in offline_env().items() if k != "WORLD_SIZE"}
+    if world_size:
+        env["WORLD_SIZE"] = world_size
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stdout == "work done" + ("teardown ran\n" if teardown else "")  # pending output still flushed
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,5 +66,6 @@ def test_two_machines_over_loopback_train_and_agree_with_one_process(data_dir: P
     assert json.loads((run / "config.json").read_text())["num_processes"] == 2
     events = read_events(str(run))
     assert events.scalars[tracking.TEST_SAMPLES].values == [N_TEST]
-    assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(events.scalars[tracking.TEST_ACCURACY].values[-1])
+    logged = events.scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # only rank 0 logs
