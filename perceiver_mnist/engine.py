@@ -217,6 +217,10 @@ def _check_finite(loop: Loop, first_bad_step: torch.Tensor) -> None:
     if bad >= 0:
         saved = checkpoints.complete_checkpoints(loop.run_dir)
         last = f"the last good checkpoint {saved[-1][0]} is intact" if saved else "no checkpoint was written"
+        # The losses that led here are the diagnosis. TensorBoard's writer thread writes them on its own time,
+        # and a multi-process run ends with os._exit (errors.end_process): hand them over now.
+        if loop.accelerator.is_main_process:
+            loop.accelerator.get_tracker("tensorboard", unwrap=True).flush()
         raise UserError(f"the training loss became NaN or infinite at step {bad}; {last}. Lower --lr, or use "
                         f"bf16 (accelerate_configs/bf16.yaml) instead of fp16")
 

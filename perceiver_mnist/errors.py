@@ -46,14 +46,15 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
 def end_process(code: int) -> NoReturn:
     """Exit with ``code``; a process of a multi-process run skips the interpreter's teardown.
 
-    Why: with torch 2.14, a gloo process group that DistributedDataParallel has used outlives
-    ``destroy_process_group()`` (its threads keep running), and tearing it down in the interpreter's exit aborts
-    (SIGABRT, "terminate called without an active exception") after every file has been written: one run in
-    seven to ten on a loaded 2-core machine (BENCHMARKS.md section 6, bench/dist_teardown.py). Nothing that
-    matters is left to tear down by then: checkpoints, weights and the TensorBoard writer are closed by the
-    training code itself, so the process ends here, as soon as its output is flushed.
+    Why: with torch 2.14, a gloo process group that DistributedDataParallel has used can keep its threads after
+    ``destroy_process_group()``, and if they are still running when the interpreter tears down, the process may
+    abort (SIGABRT, "terminate called without an active exception") after all its work is done; CI saw it once in
+    the 2-process test, and a bare DDP program aborts in about one exit in ten on a loaded CPU (BENCHMARKS.md
+    section 6). Files are complete by then (checkpoints and weights are written synchronously, TensorBoard is
+    flushed), so such a process ends here, as soon as its output is flushed.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun (accelerate launch) in every process
+    world_size = os.environ.get("WORLD_SIZE", "")  # set by torchrun (accelerate launch) in every process
+    if world_size.isdigit() and int(world_size) > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -123,6 +123,8 @@ def test_a_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint(data
     assert len(lines) == 1 and "became NaN or infinite at step 7" in lines[0]
     assert "step_5 is intact" in lines[0] and "bf16" in lines[0]
     assert [p.name for p in (logdir / "n" / "checkpoints").iterdir()] == ["step_5"]
+    # Every finite loss logged before the failure reaches TensorBoard (step 6 is after the last epoch's flush).
+    assert read_events(str(logdir / "n")).scalars[tracking.TRAIN_LOSS_STEP].steps == list(range(1, 7))
     assert "at epoch 0, step 5" in resume(data_dir, logdir, "n").stdout
 
 
