@@ -27,7 +27,7 @@ from .checkpoints import TrainerState
 from .config import (NUM_CLASSES, ParsedArgs, Recipe, RunOptions, default_run_name, diff_model_fields, dumps,
                      recipe_from_dict, recipe_to_dict, resolve_recipe)
 from .data import Splits, augment, load_datasets, make_loader, to_float
-from .errors import UserError
+from .errors import UserError, in_multi_process_run
 from .model import build_model, count_parameters
 from .runs import CONFIG_FILE, WEIGHTS_FILE, atomic_path, find_run, is_run, read_config, write_atomic
 
@@ -388,7 +388,7 @@ def make_accelerator(logdir: str) -> Accelerator:
     """The one Accelerator of a run. Precision and devices come from the accelerate config, never from here."""
     # One gap to fill: accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and
     # without a GPU the processes would then not form a group at all. Several processes and no GPU: gloo on CPU.
-    no_gpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    no_gpu_group = in_multi_process_run() and not torch.cuda.is_available()
     # split_batches: the recipe's batch sizes are global, so N processes take the same steps as one.
     return Accelerator(cpu=no_gpu_group, log_with="tensorboard", project_dir=logdir,
                        dataloader_config=DataLoaderConfiguration(split_batches=True))

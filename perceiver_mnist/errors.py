@@ -43,6 +43,12 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
     end_process(code or 0)
 
 
+def in_multi_process_run() -> bool:
+    """Whether this process is one of several of a run (torchrun, and so accelerate launch, sets WORLD_SIZE in each)."""
+    world_size = os.environ.get("WORLD_SIZE", "")
+    return world_size.isdigit() and int(world_size) > 1
+
+
 def end_process(code: int) -> NoReturn:
     """Exit with ``code``; a process of a multi-process run skips the interpreter's teardown.
 
@@ -53,8 +59,7 @@ def end_process(code: int) -> NoReturn:
     section 6). Files are complete by then (checkpoints and weights are written synchronously, TensorBoard is
     flushed), so such a process ends here, as soon as its output is flushed.
     """
-    world_size = os.environ.get("WORLD_SIZE", "")  # set by torchrun (accelerate launch) in every process
-    if world_size.isdigit() and int(world_size) > 1:
+    if in_multi_process_run():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
