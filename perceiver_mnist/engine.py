@@ -220,7 +220,7 @@ def _check_finite(loop: Loop, first_bad_step: torch.Tensor) -> None:
         # The losses that led here are the diagnosis. TensorBoard's writer thread writes them on its own time,
         # and a multi-process run ends with os._exit (errors.end_process): hand them over now.
         if loop.accelerator.is_main_process:
-            loop.accelerator.get_tracker("tensorboard", unwrap=True).flush()
+            _writer(loop.accelerator).flush()
         raise UserError(f"the training loss became NaN or infinite at step {bad}; {last}. Lower --lr, or use "
                         f"bf16 (accelerate_configs/bf16.yaml) instead of fp16")
 
@@ -258,8 +258,7 @@ def _log_predictions(loop: Loop, epoch_label: str) -> None:
     with torch.no_grad(), loop.accelerator.autocast():
         preds = model(images).argmax(dim=-1).cpu()
     png = tracking.prediction_grid(images.cpu(), preds, loop.splits.test.labels[:n], epoch_label)
-    writer = loop.accelerator.get_tracker("tensorboard", unwrap=True)
-    tracking.log_png(writer, tracking.PREDICTIONS, png, loop.state.step)
+    tracking.log_png(_writer(loop.accelerator), tracking.PREDICTIONS, png, loop.state.step)
 
 
 def _end_of_epoch(loop: Loop, train_seconds: float, samples: int, session_start: float,
@@ -290,7 +289,7 @@ def _end_of_epoch(loop: Loop, train_seconds: float, samples: int, session_start:
     acc.log(values, step=state.step)
     if acc.is_main_process:
         _log_predictions(loop, f"epoch {epoch_done:.4g}, step {state.step}")
-        acc.get_tracker("tensorboard", unwrap=True).flush()
+        _writer(acc).flush()
     skipped = f" | skipped {state.skipped_steps}" if state.skipped_steps else ""
     acc.print(f"epoch {epoch_done:.4g}/{loop.recipe.epochs} | step {state.step} | train loss {train_loss:.4f} | "
               f"test loss {test['loss']:.4f} | test acc {test['accuracy']:.2f}% ({test['count']} images){val_text} | "
@@ -384,13 +383,18 @@ def _versions() -> dict[str, str]:
     return {pkg: version(pkg) for pkg in ("torch", "accelerate", "perceiver-pytorch")}
 
 
+def _writer(acc: Accelerator) -> Any:
+    """The run's TensorBoard SummaryWriter (main process only: the others have no tracker)."""
+    return acc.get_tracker(tracking.TRACKER, unwrap=True)
+
+
 def make_accelerator(logdir: str) -> Accelerator:
     """The one Accelerator of a run. Precision and devices come from the accelerate config, never from here."""
     # One gap to fill: accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and
     # without a GPU the processes would then not form a group at all. Several processes and no GPU: gloo on CPU.
     no_gpu_group = in_multi_process_run() and not torch.cuda.is_available()
     # split_batches: the recipe's batch sizes are global, so N processes take the same steps as one.
-    return Accelerator(cpu=no_gpu_group, log_with="tensorboard", project_dir=logdir,
+    return Accelerator(cpu=no_gpu_group, log_with=tracking.TRACKER, project_dir=logdir,
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
@@ -449,9 +453,9 @@ def train(args: ParsedArgs) -> int:
                   + (f" ({state.batch_in_epoch} batches into epoch {state.epoch + 1})" if state.batch_in_epoch else ""))
     # purge_step: TensorBoard drops events at or after it from earlier sessions' files, so the curves continue
     # from the checkpoint without duplicate or stale steps.
-    acc.init_trackers(opts.run, init_kwargs={"tensorboard": {"purge_step": state.step + 1} if not fresh else {}})
+    acc.init_trackers(opts.run, init_kwargs={tracking.TRACKER: {"purge_step": state.step + 1} if not fresh else {}})
     if fresh and acc.is_main_process:
-        writer = acc.get_tracker("tensorboard", unwrap=True)
+        writer = _writer(acc)
         tracking.log_hparams(writer, {**recipe_to_dict(recipe), "seed": opts.seed,
                                       "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision})
         writer.flush()

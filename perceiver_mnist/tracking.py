@@ -10,6 +10,7 @@ from typing import Any
 
 
 # --- scalar tags ---
+TRACKER = "tensorboard"                # accelerate's name for the one tracker every run logs to
 TRAIN_LOSS_STEP = "train/loss_step"    # every --log-every steps, mean over processes
 TRAIN_LOSS = "train/loss"              # per epoch: mean over the epoch's batches
 LEARNING_RATE = "train/lr"             # per epoch (at its last step) and at every logged step
