@@ -45,7 +45,7 @@ def training_step_flops(name: str, batch: int, steps: int, compile: bool = False
     y = torch.randint(0, 10, (batch,))
 
     def step() -> None:
-        xa = augment(x, recipe.translate, recipe.rotate, recipe.scale)
+        xa = augment(x, recipe)
         loss = loss_fn(forward(xa), y, recipe)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -49,7 +49,7 @@ def run_variant(name: str, overrides: dict, steps: int, splits) -> None:
         if step % per_epoch == 0:
             perm = torch.randperm(len(labels), generator=g)
         idx = perm[(step % per_epoch) * bs:(step % per_epoch + 1) * bs]
-        x = augment(to_float(images[idx]), recipe.translate, recipe.rotate, recipe.scale)
+        x = augment(to_float(images[idx]), recipe)
         loss = loss_fn(model(x), labels[idx], recipe)
         optimizer.zero_grad()
         loss.backward()

@@ -44,6 +44,8 @@ class Recipe:
     translate: int = _f(2, "Augmentation: random shift of up to this many pixels (0: off).")
     rotate: float = _f(10.0, "Augmentation: random rotation of up to this many degrees (0: off).")
     scale: float = _f(0.1, "Augmentation: random zoom by a factor in [1-scale, 1+scale] (0: off).")
+    elastic: float = _f(0.0, "Augmentation: elastic distortion, a smooth random displacement field whose standard "
+                        "deviation is this many pixels at its control points (0: off).")
 
     # --- model: input adapter (image -> tokens) ---
     adapter: str = _f("patches", "How an image becomes input tokens: 'image' (the seed's single 784-dim token), "
@@ -105,7 +107,7 @@ class Recipe:
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"--{_flag(name)} must be a positive number, got {value}")
         for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing",
-                     "translate", "val_size", "token_dim", "ema_decay", "lr_floor"]:
+                     "translate", "val_size", "token_dim", "ema_decay", "lr_floor", "elastic"]:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"--{_flag(name)} must be zero or positive, got {value}")

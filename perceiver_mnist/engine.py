@@ -166,7 +166,7 @@ def train_one_epoch(loop: Loop, epoch: int) -> str | None:
                desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False,
                disable=None if acc.is_local_main_process else True)
     for images, labels in bar:
-        x = augment(to_float(images), recipe.translate, recipe.rotate, recipe.scale)
+        x = augment(to_float(images), recipe)
         loss = loss_fn(loop.model(x), labels, recipe)
         if faults.armed("nan", state.step + 1):
             loss = loss * float("nan")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from perceiver_mnist import data
+from perceiver_mnist.config import Recipe
 from perceiver_mnist.errors import UserError
 
 from .conftest import N_TEST, N_TRAIN, NO_NETWORK, make_dataset, write_idx
@@ -120,11 +121,28 @@ def test_augment_is_identity_when_off_and_moves_pixels_when_on():
     torch.manual_seed(0)
     x = torch.zeros(4, 1, 28, 28)
     x[:, :, 10:18, 10:18] = 1
-    assert torch.equal(data.augment(x, 0, 0.0, 0.0), x)
-    shifted = data.augment(x, 3, 0.0, 0.0)
+    off = Recipe(translate=0, rotate=0.0, scale=0.0, elastic=0.0)
+    assert torch.equal(data.augment(x, off), x)
+    shifted = data.augment(x, dataclasses.replace(off, translate=3))
     assert shifted.shape == x.shape and not torch.allclose(shifted, x)
     assert torch.allclose(shifted.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=0.05)  # a shift keeps the ink
     assert 0 <= shifted.min() and shifted.max() <= 1
+
+
+def test_elastic_distortion_bends_an_image_smoothly_and_differently_per_image():
+    torch.manual_seed(0)
+    # A pattern in which every pixel is distinct reveals where each output pixel was read from.
+    ramp = torch.linspace(0, 1, 28)
+    x = (ramp[:, None] * 0.5 + ramp[None, :] * 0.25).expand(3, 1, 28, 28).contiguous()
+    elastic = Recipe(translate=0, rotate=0.0, scale=0.0, elastic=1.0)
+    bent = data.augment(x, elastic)
+    inner = (slice(None), slice(None), slice(4, 24), slice(4, 24))  # away from the border, where zeros come in
+    change = (bent - x)[inner]
+    assert change.abs().mean() > 0.005  # it moved pixels by about a pixel (one pixel is a 0.009-0.027 step) ...
+    assert not torch.allclose(change[0], change[1], atol=1e-3)  # ... with a field of its own for each image ...
+    rough = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().mean()  # noqa: E731
+    assert rough(change) < change.abs().mean() / 2  # ... that varies slowly across the image (not pixel noise)
+    assert torch.equal(data.augment(x, dataclasses.replace(elastic, elastic=0.0)), x)
 
 
 def test_an_unreadable_idx_file_is_reported_as_a_permission_problem_not_as_corrupt(fresh_data, monkeypatch):
