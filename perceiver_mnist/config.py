@@ -201,7 +201,7 @@ def preset(name: str) -> Recipe:
 
 # Fields added after runs were saved without them, with the value that reproduces how those runs trained. Not the
 # dataclass default: that may have changed since (ema_decay did), and a guess would silently change the recipe.
-ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0}
+ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0}
 
 
 def recipe_from_dict(values: dict[str, Any], source: str) -> Recipe:

@@ -114,7 +114,9 @@ def test_help_exits_zero_and_lists_presets():
 def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was_trained_with():
     saved = recipe_to_dict(preset("default"))
     del saved["lr_floor"]  # written before --lr-floor existed: its cosine decayed to zero
-    assert recipe_from_dict(saved, "old run").lr_floor == 0.0
+    del saved["elastic"]  # and before --elastic: no elastic distortion
+    old = recipe_from_dict(saved, "old run")
+    assert (old.lr_floor, old.elastic) == (0.0, 0.0)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")
