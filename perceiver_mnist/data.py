@@ -210,8 +210,9 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 # The elastic displacement field is drawn on a coarse grid of control points and upsampled, which makes it smooth
-# (neighbouring pixels move together, as in Simard et al. 2003's Gaussian-filtered field) at the cost of one tiny
-# interpolation instead of a blur over every pixel. 5 x 5 points over 28 pixels: one every 7 pixels.
+# (neighbouring pixels move together, as in Simard et al. 2003's Gaussian-filtered field) with one interpolation
+# instead of a blur over every pixel: about 3% of a training step (BENCHMARKS.md, section 2, round 6).
+# 5 x 5 points over 28 pixels: one every 7 pixels.
 ELASTIC_GRID = 5
 
 
@@ -227,7 +228,8 @@ def augment(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     uniform = lambda: torch.rand(b, device=device) * 2 - 1  # noqa: E731  in [-1, 1)
     angle = uniform() * math.radians(rotate)
     zoom = 1 + uniform() * scale
-    shift = 2.0 * translate / x.shape[-1]  # affine_grid works in [-1, 1] coordinates: one pixel is 2/W
+    pixel = 2.0 / x.shape[-1]  # affine_grid works in [-1, 1] coordinates: one pixel is 2/W
+    shift = translate * pixel
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([
         torch.stack([cos, -sin, uniform() * shift], dim=1),
@@ -235,8 +237,7 @@ def augment(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     ], dim=1)  # (B, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2): where each output pixel reads
     if elastic:
-        coarse = torch.randn(b, 2, ELASTIC_GRID, ELASTIC_GRID, device=device) * (2.0 * elastic / x.shape[-1])
+        coarse = torch.randn(b, 2, ELASTIC_GRID, ELASTIC_GRID, device=device) * (elastic * pixel)
         field = F.interpolate(coarse, size=x.shape[-2:], mode="bicubic", align_corners=True)  # (B, 2, H, W)
         grid = grid + field.permute(0, 2, 3, 1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
