@@ -2,9 +2,12 @@
 
 FLOPs of one training step (forward + backward, optimizer excluded) are counted with torch.utils.flop_counter;
 the step is timed the way train.py runs it (augmentation, loss, backward, clipping, AdamW). The matmul peak is a
-large square fp32 matmul measured in the same process, with the same threads.
+large square fp32 matmul measured in the same process, with the same threads (or on the same GPU with --device cuda,
+where the step runs in fp32 as single_gpu.yaml does; TF32 stays off, PyTorch's default). `aten_ops_per_step` counts
+the leaf ATen operations of one step: on a GPU each is at least one kernel launch, so a step cannot take less than
+that many times the per-launch cost of the host, however little arithmetic it does.
 
-    python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20]
+    python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20] [--device cuda]
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import json
 import os
 import sys
 import time
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -25,24 +29,42 @@ from perceiver_mnist.engine import build_optimizer, loss_fn  # noqa: E402
 from perceiver_mnist.model import build_model  # noqa: E402
 
 
-def matmul_flops_per_s(n: int = 2048, repeat: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()  # kernels run asynchronously: the clock must wait for them
+
+
+def matmul_flops_per_s(device: str, repeat: int = 10) -> float:
+    n = 8192 if device == "cuda" else 2048  # a GPU needs a bigger product to reach its peak
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(2):
         a @ b
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(repeat):
         a @ b
+    sync(device)
     return 2 * n ** 3 * repeat / (time.perf_counter() - t0)
 
 
-def training_step_flops(name: str, batch: int, steps: int, compile: bool = False) -> tuple[int, float]:
+def leaf_ops(fn: Callable[[], None]) -> int:
+    """Leaf ATen operations that ``fn`` dispatches (those that call no other ATen operation)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    aten = [e for e in prof.events() if e.name.startswith("aten::")]
+    return sum(not any(c.name.startswith("aten::") for c in e.cpu_children) for e in aten)
+
+
+def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu",
+                        compile: bool = False) -> tuple[int, float, int]:
+    """FLOPs of one step, its time in seconds and its leaf ATen operations."""
     recipe = preset(name)
     torch.manual_seed(0)
-    model = build_model(recipe).train()
+    model = build_model(recipe).train().to(device)
     optimizer = build_optimizer(model, recipe)
     forward = torch.compile(model) if compile else model
-    x = torch.rand(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
 
     def step() -> None:
         xa = augment(x, recipe)
@@ -59,10 +81,13 @@ def training_step_flops(name: str, batch: int, steps: int, compile: bool = False
     flops = counter.get_total_flops()
     for _ in range(10):  # warm-up: the first steps of a shape pay for allocations and kernel selection
         step()
+    ops = leaf_ops(step)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    return flops, (time.perf_counter() - t0) / steps
+    sync(device)
+    return flops, (time.perf_counter() - t0) / steps, ops
 
 
 def main() -> None:
@@ -71,22 +96,24 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[preset("default").batch_size])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="Also time the step with torch.compile(model).")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    peak = matmul_flops_per_s()
-    print(json.dumps({"threads": torch.get_num_threads(), "fp32_matmul_gflops": round(peak / 1e9, 1)}), flush=True)
+    peak = matmul_flops_per_s(args.device)
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(json.dumps({"device": where, "fp32_matmul_gflops": round(peak / 1e9, 1)}), flush=True)
     for batch in args.batch_sizes:
-        flops, seconds = training_step_flops(args.preset, batch, args.steps)
+        flops, seconds, ops = training_step_flops(args.preset, batch, args.steps, args.device)
         achieved = flops / seconds
         print(json.dumps({"preset": args.preset, "batch_size": batch, "gflop_per_step": round(flops / 1e9, 2),
                           "step_s": round(seconds, 4), "samples_per_s": round(batch / seconds, 1),
-                          "achieved_gflops": round(achieved / 1e9, 1),
-                          "efficiency": round(achieved / peak, 3)}), flush=True)
+                          "achieved_gflops": round(achieved / 1e9, 1), "efficiency": round(achieved / peak, 3),
+                          "aten_ops_per_step": ops}), flush=True)
         if args.compile:
-            _, compiled = training_step_flops(args.preset, batch, args.steps, compile=True)
+            _, compiled, _ = training_step_flops(args.preset, batch, args.steps, args.device, compile=True)
             print(json.dumps({"preset": args.preset, "batch_size": batch, "compiled_step_s": round(compiled, 4),
                               "compiled_samples_per_s": round(batch / compiled, 1),
                               "speedup": round(seconds / compiled, 2)}), flush=True)
-    print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s() / 1e9, 1)}), flush=True)
+    print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s(args.device) / 1e9, 1)}), flush=True)
 
 
 if __name__ == "__main__":
