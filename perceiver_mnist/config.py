@@ -69,6 +69,8 @@ class Recipe:
     query: str = _f("learned", "Output query: 'zeros' (the seed's fixed all-zero query) or 'learned'.",
                     ["zeros", "learned"], model=True)
     decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
+    token_dropout: float = _f(0.0, "Regularization, in training only: the encoder sees a random (1 - this) "
+                              "fraction of each image's input tokens (perceiver-pytorch's seq_dropout_prob; 0: off).")
 
     # --- optimisation ---
     epochs: int = _f(60, "Number of passes over the training set.")
@@ -107,14 +109,15 @@ class Recipe:
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"--{_flag(name)} must be a positive number, got {value}")
         for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing",
-                     "translate", "val_size", "token_dim", "ema_decay", "lr_floor", "elastic"]:
+                     "translate", "val_size", "token_dim", "ema_decay", "lr_floor", "elastic", "token_dropout"]:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"--{_flag(name)} must be zero or positive, got {value}")
         if not 0 < self.gamma <= 1:
             raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
-        if self.label_smoothing >= 1 or self.scale >= 1 or self.ema_decay >= 1 or self.lr_floor >= 1:
-            raise UserError("--label-smoothing, --scale, --ema-decay and --lr-floor must be below 1")
+        for name in ["label_smoothing", "scale", "ema_decay", "lr_floor", "token_dropout"]:
+            if getattr(self, name) >= 1:
+                raise UserError(f"--{_flag(name)} must be below 1, got {getattr(self, name)}")
         if self.lr_floor and self.scheduler != "cosine":
             raise UserError(f"--lr-floor applies to --scheduler cosine only (got --scheduler {self.scheduler})")
         if self.rotate > 180:
@@ -201,7 +204,7 @@ def preset(name: str) -> Recipe:
 
 # Fields added after runs were saved without them, with the value that reproduces how those runs trained. Not the
 # dataclass default: that may have changed since (ema_decay did), and a guess would silently change the recipe.
-ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0}
+ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout": 0.0}
 
 
 def recipe_from_dict(values: dict[str, Any], source: str) -> Recipe:

@@ -128,6 +128,7 @@ class PerceiverClassifier(nn.Module):
             cross_dim_head=recipe.cross_dim_head,
             latent_dim_head=recipe.latent_dim_head,
             decoder_ff=recipe.decoder_ff,
+            seq_dropout_prob=recipe.token_dropout,  # applied only while self.training
         )
         query = torch.zeros(1, recipe.queries_dim)
         if recipe.query == "zeros":
@@ -153,10 +154,13 @@ class PerceiverClassifier(nn.Module):
             seen["latents"], seen["tokens"] = args[0], kwargs["context"]
 
         handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
+        was_training = self.training
+        self.eval()  # --token-dropout (training only) would hide and reorder tokens: the maps cover the whole grid
         try:
             self(images)
         finally:
             handle.remove()
+            self.train(was_training)
         h = attn.heads
         q = attn.to_q(seen["latents"])                                # (B, L, h*d)
         k = attn.to_kv(seen["tokens"]).chunk(2, dim=-1)[0]            # (B, N, h*d)

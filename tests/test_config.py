@@ -61,6 +61,7 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--grid-images", "-5"], "--grid-images must be zero or positive"),
     (["--lr-floor", "1"], "--lr-floor must be below 1"),
     (["--lr-floor", "-0.1"], "--lr-floor must be zero or positive"),
+    (["--token-dropout", "1"], "--token-dropout must be below 1"),
     (["--preset", "seed", "--lr-floor", "0.1"], "--lr-floor applies to --scheduler cosine only"),
 ])
 def test_impossible_values_are_refused(flags, message):
@@ -115,8 +116,9 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     saved = recipe_to_dict(preset("default"))
     del saved["lr_floor"]  # written before --lr-floor existed: its cosine decayed to zero
     del saved["elastic"]  # and before --elastic: no elastic distortion
+    del saved["token_dropout"]  # and before --token-dropout: every token seen
     old = recipe_from_dict(saved, "old run")
-    assert (old.lr_floor, old.elastic) == (0.0, 0.0)
+    assert (old.lr_floor, old.elastic, old.token_dropout) == (0.0, 0.0, 0.0)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")

@@ -86,3 +86,21 @@ def test_learned_query_is_a_parameter_and_zero_query_is_not():
     learned, zeros = preset("tiny"), preset("tiny")
     zeros.query = "zeros"
     assert count_parameters(build_model(learned)) - count_parameters(build_model(zeros)) == learned.queries_dim
+
+
+def test_token_dropout_hides_a_fraction_of_the_tokens_from_the_encoder_in_training_only():
+    recipe = preset("tiny")  # 16 patch tokens
+    recipe.token_dropout = 0.25
+    model = build_model(recipe)
+    contexts: list[torch.Tensor] = []
+    model.perceiver.cross_attend_block.register_forward_pre_hook(
+        lambda module, args, kwargs: contexts.append(kwargs["context"]), with_kwargs=True)
+    images = torch.rand(2, 1, 28, 28)
+    model.train()(images)
+    model.eval()(images)
+    assert [c.shape[1] for c in contexts] == [12, 16]
+    # the tokens kept are a subset of the image's tokens, chosen per image
+    kept, full = contexts
+    for b in range(2):
+        assert (torch.cdist(kept[b], full[b]).min(dim=1).values < 1e-6).all()
+    assert model.train().attention_maps(images).shape == (2, 1, 4, 4, 4) and model.training
