@@ -99,7 +99,7 @@ def test_token_dropout_hides_a_fraction_of_the_tokens_from_the_encoder_in_traini
     model.train()(images)
     model.eval()(images)
     assert [c.shape[1] for c in contexts] == [12, 16]
-    # the tokens kept are a subset of the image's tokens, chosen per image
+    # the encoder saw a subset of each image's own tokens, not new ones
     kept, full = contexts
     for b in range(2):
         assert (torch.cdist(kept[b], full[b]).min(dim=1).values < 1e-6).all()
