@@ -25,17 +25,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$py" -c "import torch, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 torch.cuda.get_device_name(0), 'accelerate', accelerate.__version__)" || exit 1
 
-launch() {  # same as `accelerate launch`, through the interpreter chosen above
-  "$py" -m accelerate.commands.launch "$@"
-}
+# `accelerate launch` through the interpreter chosen above; an array, not a function, so that `timeout` can run it
+launch=("$py" -m accelerate.commands.launch)
 for cfg in single_gpu bf16 fp16; do
   echo "== seed preset, one epoch, accelerate_configs/$cfg.yaml"
-  launch --config_file accelerate_configs/$cfg.yaml train.py --preset seed --run seed-$cfg \
+  "${launch[@]}" --config_file accelerate_configs/$cfg.yaml train.py --preset seed --run seed-$cfg \
     --logdir "$out/runs" --max-steps $steps_per_seed_epoch >"$out/seed-$cfg.log" 2>&1
   echo "exit $?"; tail -5 "$out/seed-$cfg.log"
 done
 echo "== default preset, bf16, time box $time_box s"
-timeout "$time_box" "$py" -m accelerate.commands.launch --config_file accelerate_configs/bf16.yaml train.py \
+timeout "$time_box" "${launch[@]}" --config_file accelerate_configs/bf16.yaml train.py \
   --run default-bf16 --logdir "$out/runs" >"$out/default-bf16.log" 2>&1
 echo "exit $? (124: the time box ended the run)"
 grep -E "^(epoch [0-9]|run |done:)|rror" "$out/default-bf16.log" | tail -80
