@@ -69,6 +69,9 @@ class Recipe:
     query: str = _f("learned", "Output query: 'zeros' (the seed's fixed all-zero query) or 'learned'.",
                     ["zeros", "learned"], model=True)
     decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
+    inverted_cross_attn: bool = _f(False, "Encoder cross-attention normalised over the latents instead of the tokens, "
+                                   "so that tokens compete for latents as in slot attention (perceiver-pytorch's "
+                                   "inverted_cross_attn).", model=True)
     token_dropout: float = _f(0.0, "Regularization, in training only: the encoder sees a random (1 - this) "
                               "fraction of each image's input tokens (perceiver-pytorch's seq_dropout_prob; 0: off).")
 
@@ -204,7 +207,7 @@ def preset(name: str) -> Recipe:
 
 # Fields added after runs were saved without them, with the value that reproduces how those runs trained. Not the
 # dataclass default: that may have changed since (ema_decay did), and a guess would silently change the recipe.
-ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout": 0.0}
+ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout": 0.0, "inverted_cross_attn": False}
 
 
 def recipe_from_dict(values: dict[str, Any], source: str) -> Recipe:

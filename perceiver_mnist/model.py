@@ -129,6 +129,7 @@ class PerceiverClassifier(nn.Module):
             latent_dim_head=recipe.latent_dim_head,
             decoder_ff=recipe.decoder_ff,
             seq_dropout_prob=recipe.token_dropout,  # applied only while self.training
+            inverted_cross_attn=recipe.inverted_cross_attn,
         )
         query = torch.zeros(1, recipe.queries_dim)
         if recipe.query == "zeros":
@@ -167,7 +168,14 @@ class PerceiverClassifier(nn.Module):
         b, n_lat, n_tok = q.shape[0], q.shape[1], k.shape[1]
         q = q.view(b, n_lat, h, -1).transpose(1, 2)                   # (B, h, L, d)
         k = k.view(b, n_tok, h, -1).transpose(1, 2)                   # (B, h, N, d)
-        weights = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)  # (B, h, L, N)
+        sim = q @ k.transpose(-1, -2) * attn.scale                    # (B, h, L, N)
+        if self.perceiver.inverted_cross_attn:
+            # As perceiver-pytorch does it: each token's softmax over the latents, then each latent's weights
+            # rescaled to sum to 1 over the tokens.
+            weights = sim.softmax(-2)
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-8)
+        else:
+            weights = sim.softmax(-1)
         return weights.view(b, h, n_lat, *self.adapter.grid)
 
 

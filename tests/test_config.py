@@ -117,8 +117,9 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["lr_floor"]  # written before --lr-floor existed: its cosine decayed to zero
     del saved["elastic"]  # and before --elastic: no elastic distortion
     del saved["token_dropout"]  # and before --token-dropout: every token seen
+    del saved["inverted_cross_attn"]  # and before --inverted-cross-attn: the usual softmax over the tokens
     old = recipe_from_dict(saved, "old run")
-    assert (old.lr_floor, old.elastic, old.token_dropout) == (0.0, 0.0, 0.0)
+    assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn) == (0.0, 0.0, 0.0, False)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")

@@ -82,6 +82,24 @@ def test_attention_maps_are_distributions_over_the_token_grid():
     assert torch.allclose(maps.sum(dim=(-1, -2)), torch.ones(2, 1, 4), atol=1e-5)
 
 
+@pytest.mark.parametrize("inverted", [False, True])
+def test_attention_maps_are_the_weights_the_encoder_applied(inverted):
+    recipe = preset("tiny")
+    recipe.cross_heads, recipe.inverted_cross_attn = 2, inverted
+    model = build_model(recipe).eval()
+    attn = model.perceiver.cross_attend_block.cross_attn.fn
+    seen: dict[str, torch.Tensor] = {}
+    attn.to_kv.register_forward_hook(lambda module, args, out: seen.update(v=out.chunk(2, dim=-1)[1]))
+    attn.to_out.register_forward_pre_hook(lambda module, args: seen.update(mixed=args[0]))  # (B, L, h*d)
+    images = torch.rand(3, 1, 28, 28)
+    model(images)
+    mixed, v = seen["mixed"], seen["v"]
+    maps = model.attention_maps(images).flatten(-2)                      # (B, h, L, N)
+    b, h, n_lat, n_tok = maps.shape
+    v = v.view(b, n_tok, h, -1).transpose(1, 2)                          # (B, h, N, d)
+    assert torch.allclose((maps @ v).transpose(1, 2).reshape(b, n_lat, -1), mixed, atol=1e-5)
+
+
 def test_learned_query_is_a_parameter_and_zero_query_is_not():
     learned, zeros = preset("tiny"), preset("tiny")
     zeros.query = "zeros"
