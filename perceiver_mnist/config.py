@@ -29,7 +29,7 @@ NUM_CLASSES = 10
 
 
 def _f(default: Any, help: str, choices: Sequence[Any] | None = None, model: bool = False) -> Any:
-    """A dataclass field with CLI help; ``model=True`` marks fields that shape the network's weights."""
+    """A dataclass field with CLI help; ``model=True`` marks fields that define the network's architecture."""
     return field(default=default, metadata={"help": help, "choices": choices, "model": model})
 
 
@@ -69,8 +69,9 @@ class Recipe:
     query: str = _f("learned", "Output query: 'zeros' (the seed's fixed all-zero query) or 'learned'.",
                     ["zeros", "learned"], model=True)
     decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
-    inverted_cross_attn: bool = _f(False, "Encoder cross-attention normalised over the latents instead of the tokens, "
-                                   "so that tokens compete for latents as in slot attention (perceiver-pytorch's "
+    inverted_cross_attn: bool = _f(False, "Encoder cross-attention with its softmax over the latents, so that the "
+                                   "latents compete for each token as slots do in slot attention, then each "
+                                   "latent's weights rescaled to sum to 1 over the tokens (perceiver-pytorch's "
                                    "inverted_cross_attn).", model=True)
     token_dropout: float = _f(0.0, "Regularization, in training only: the encoder sees a random (1 - this) "
                               "fraction of each image's input tokens (perceiver-pytorch's seq_dropout_prob; 0: off).")

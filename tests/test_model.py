@@ -87,6 +87,7 @@ def test_attention_maps_are_the_weights_the_encoder_applied(inverted):
     recipe = preset("tiny")
     recipe.cross_heads, recipe.inverted_cross_attn = 2, inverted
     model = build_model(recipe).eval()
+    assert model.perceiver.inverted_cross_attn is inverted
     attn = model.perceiver.cross_attend_block.cross_attn.fn
     seen: dict[str, torch.Tensor] = {}
     attn.to_kv.register_forward_hook(lambda module, args, out: seen.update(v=out.chunk(2, dim=-1)[1]))
