@@ -27,17 +27,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from perceiver_mnist import tracking  # noqa: E402
+from perceiver_mnist.data import SELECTION_VAL_SIZE  # noqa: E402
 from perceiver_mnist.errors import UserError  # noqa: E402
 from perceiver_mnist.events import read_events  # noqa: E402
 
-VAL_SIZE = 5000  # the fixed validation split of BENCHMARKS.md section 2
 STOP_GRACE_S = 120  # how long a stopped run may take to save its checkpoint before it is killed
 
 
 def launch(args: argparse.Namespace, name: str, flags: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.config, "train.py",
-           "--data-dir", args.data_dir, "--logdir", os.path.join(args.out, "runs"), "--val-size", str(VAL_SIZE),
-           "--grid-images", "0", "--run", name, *shlex.split(flags)]
+           "--data-dir", args.data_dir, "--logdir", os.path.join(args.out, "runs"),
+           "--val-size", str(SELECTION_VAL_SIZE), "--grid-images", "0", "--run", name, *shlex.split(flags)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     print(f"{name}: {shlex.join(cmd)}", flush=True)
     with open(os.path.join(args.out, f"{name}.log"), "w") as log:

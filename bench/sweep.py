@@ -23,11 +23,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perceiver_mnist.config import preset  # noqa: E402
-from perceiver_mnist.data import augment, load_datasets, to_float  # noqa: E402
+from perceiver_mnist.data import SELECTION_VAL_SIZE, augment, load_datasets, to_float  # noqa: E402
 from perceiver_mnist.engine import build_ema, build_optimizer, loss_fn  # noqa: E402
 from perceiver_mnist.model import build_model, count_parameters  # noqa: E402
-
-VAL_SIZE = 5000
 
 
 def run_variant(name: str, overrides: dict, steps: int, splits) -> None:
@@ -82,7 +80,7 @@ def main() -> None:
     parser.add_argument("variants", type=json.loads)
     parser.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     args = parser.parse_args()
-    splits = load_datasets(args.data_dir, "mnist", val_size=VAL_SIZE)
+    splits = load_datasets(args.data_dir, "mnist", val_size=SELECTION_VAL_SIZE)
     for name, overrides in args.variants.items():
         run_variant(name, overrides, args.steps, splits)
 

@@ -30,6 +30,7 @@ FILES = {
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 VAL_SPLIT_SEED = 20240601  # fixed, independent of --seed: the validation split never moves between runs
+SELECTION_VAL_SIZE = 5000  # the --val-size of every model-selection run in bench/ and BENCHMARKS.md section 2
 
 
 @dataclass(frozen=True)
