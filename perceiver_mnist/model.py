@@ -3,6 +3,7 @@
     image (B, 1, 28, 28) in [0, 1]
       -> input adapter: normalise, cut into tokens, add Fourier positions   (B, N, C)
       -> [optional] linear token projection                                 (B, N, token_dim)
+      -> [optional] token self-attention x token_depth                      (B, N, token_dim)
       -> encoder cross-attention: latents (L, D) attend to the tokens       (B, L, D)
       -> latent self-attention x depth                                      (B, L, D)
       -> decoder cross-attention: one query (1, Q) attends to the latents   (B, 1, Q)
@@ -18,6 +19,7 @@ import os
 
 import torch
 from perceiver_pytorch import PerceiverIO
+from perceiver_pytorch.perceiver_io import Attention, FeedForward, PreNorm
 from safetensors.torch import load_file
 from torch import nn
 
@@ -104,6 +106,22 @@ def build_adapter(recipe: Recipe) -> InputAdapter:
     return PatchAdapter(stats.mean, stats.std, patch, recipe.num_freq_bands, recipe.max_freq)
 
 
+class TokenBlock(nn.Module):
+    """A pre-norm transformer block over the input tokens ``(B, N, dim) -> (B, N, dim)``, from perceiver-pytorch's
+    own parts. It lets each token see the others before the latents read them."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.attn = PreNorm(dim, Attention(dim, heads=heads, dim_head=dim // heads))
+        # A feed-forward twice as wide, not the library's four times: on the CPU one block of the default's width
+        # costs 1.26x the step time this way and 1.45x the other.
+        self.ff = PreNorm(dim, FeedForward(dim, mult=2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)                                     # (B, N, dim)
+        return x + self.ff(x)                                    # (B, N, dim)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The classifier
 # ----------------------------------------------------------------------------------------------------------
@@ -116,6 +134,8 @@ class PerceiverClassifier(nn.Module):
         self.adapter = build_adapter(recipe)
         width = self.adapter.token_features
         self.project = nn.Linear(width, recipe.token_dim) if recipe.token_dim else nn.Identity()
+        self.token_blocks = nn.Sequential(*[TokenBlock(recipe.token_dim, recipe.cross_heads)
+                                            for _ in range(recipe.token_depth)])
         self.perceiver = PerceiverIO(
             dim=recipe.token_dim or width,
             queries_dim=recipe.queries_dim,
@@ -139,7 +159,7 @@ class PerceiverClassifier(nn.Module):
             self.query = nn.Parameter(query.normal_(std=0.02))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        tokens = self.project(self.adapter(images))              # (B, N, C)
+        tokens = self.token_blocks(self.project(self.adapter(images)))  # (B, N, C)
         out = self.perceiver(tokens, queries=self.query)         # (B, 1, 10)
         return out[:, 0]                                         # (B, 10)
 

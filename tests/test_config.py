@@ -62,6 +62,9 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--lr-floor", "1"], "--lr-floor must be below 1"),
     (["--lr-floor", "-0.1"], "--lr-floor must be zero or positive"),
     (["--token-dropout", "1"], "--token-dropout must be below 1"),
+    (["--token-depth", "-1"], "--token-depth must be zero or positive"),
+    (["--token-depth", "1", "--token-dim", "0"], "--token-depth needs a --token-dim that --cross-heads divides"),
+    (["--token-depth", "1", "--cross-heads", "3"], "--token-depth needs a --token-dim that --cross-heads divides"),
     (["--preset", "seed", "--lr-floor", "0.1"], "--lr-floor applies to --scheduler cosine only"),
 ])
 def test_impossible_values_are_refused(flags, message):
@@ -118,8 +121,10 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["elastic"]  # and before --elastic: no elastic distortion
     del saved["token_dropout"]  # and before --token-dropout: every token seen
     del saved["inverted_cross_attn"]  # and before --inverted-cross-attn: the usual softmax over the tokens
+    del saved["token_depth"]  # and before --token-depth: no blocks over the input tokens
     old = recipe_from_dict(saved, "old run")
-    assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn) == (0.0, 0.0, 0.0, False)
+    assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn, old.token_depth) == (
+        0.0, 0.0, 0.0, False, 0)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")

@@ -123,3 +123,20 @@ def test_token_dropout_hides_a_fraction_of_the_tokens_from_the_encoder_in_traini
     for b in range(2):
         assert (torch.cdist(kept[b], full[b]).min(dim=1).values < 1e-6).all()
     assert model.train().attention_maps(images).shape == (2, 1, 4, 4, 4) and model.training
+
+
+@pytest.mark.parametrize("token_depth", [0, 1])
+def test_token_blocks_let_each_token_see_the_others_before_the_encoder(token_depth):
+    recipe = preset("tiny")  # 16 patch tokens of width 16
+    recipe.token_depth = token_depth
+    model = build_model(recipe).eval()
+    contexts: list[torch.Tensor] = []
+    model.perceiver.cross_attend_block.register_forward_pre_hook(
+        lambda module, args, kwargs: contexts.append(kwargs["context"]), with_kwargs=True)
+    images = torch.rand(1, 1, 28, 28)
+    changed = images.clone()
+    changed[..., :7, :7] += 0.5  # the first patch only
+    model(images), model(changed)
+    moved = (contexts[0] - contexts[1]).abs().amax(dim=-1)[0] > 1e-6   # (16,): which tokens the change reached
+    # Without blocks a token is its own patch, projected; one block already mixes every token with the others.
+    assert moved.tolist() == ([True] * 16 if token_depth else [True] + [False] * 15)
