@@ -56,10 +56,11 @@ class Recipe:
     max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles over the image.", model=True)
     token_dim: int = _f(64, "Linear projection of each input token to this width before cross-attention "
                         "(0: feed the raw token features).", model=True)
-    token_depth: int = _f(0, "Transformer blocks (self-attention, --cross-heads heads of --token-dim / --cross-heads, "
-                          "and a feed-forward twice as wide) over the projected input tokens before the encoder "
-                          "cross-attention, so that each token sees the others before the latents read them "
-                          "(0: none, the latents read the projected patches).", model=True)
+    token_depth: int = _f(0, "Transformer blocks over the projected input tokens before the encoder cross-attention, "
+                          "so that each token sees the others before the latents read them: self-attention with "
+                          "--cross-heads heads, each --token-dim / --cross-heads wide, and a feed-forward twice as "
+                          "wide as the tokens. Cost grows with the square of the token count (49 for 4x4 patches, "
+                          "784 for --adapter pixels). 0: none, the latents read the projected tokens.", model=True)
 
     # --- model: Perceiver IO (lucidrains' perceiver-pytorch) ---
     num_latents: int = _f(8, "Number of latent vectors.", model=True)
@@ -116,8 +117,8 @@ class Recipe:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"--{_flag(name)} must be a positive number, got {value}")
-        for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing",
-                     "translate", "val_size", "token_dim", "token_depth", "ema_decay", "lr_floor", "elastic", "token_dropout"]:
+        for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing", "translate",
+                     "val_size", "token_dim", "token_depth", "ema_decay", "lr_floor", "elastic", "token_dropout"]:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"--{_flag(name)} must be zero or positive, got {value}")
@@ -128,9 +129,12 @@ class Recipe:
                 raise UserError(f"--{_flag(name)} must be below 1, got {getattr(self, name)}")
         if self.lr_floor and self.scheduler != "cosine":
             raise UserError(f"--lr-floor applies to --scheduler cosine only (got --scheduler {self.scheduler})")
-        if self.token_depth and (not self.token_dim or self.token_dim % self.cross_heads):
-            raise UserError(f"--token-depth needs a --token-dim that --cross-heads divides, got --token-dim "
+        if self.token_depth and (self.token_dim <= 0 or self.token_dim % self.cross_heads):
+            raise UserError(f"--token-depth needs a positive --token-dim divisible by --cross-heads, got --token-dim "
                             f"{self.token_dim} and --cross-heads {self.cross_heads}")
+        if self.token_depth and self.adapter == "image":
+            raise UserError("--token-depth needs several tokens to mix, but --adapter image makes one per image; "
+                            "use --adapter patches or pixels")
         if self.rotate > 180:
             raise UserError(f"--rotate is in degrees and must be at most 180, got {self.rotate}")
         for f in fields(self):  # flags are checked by argparse; this catches a hand-edited config.json

@@ -3,7 +3,8 @@
     image (B, 1, 28, 28) in [0, 1]
       -> input adapter: normalise, cut into tokens, add Fourier positions   (B, N, C)
       -> [optional] linear token projection                                 (B, N, token_dim)
-      -> [optional] token self-attention x token_depth                      (B, N, token_dim)
+      -> [optional, training only] token dropout: a random subset of tokens (B, N', token_dim)
+      -> [optional] token self-attention x token_depth                      (B, N', token_dim)
       -> encoder cross-attention: latents (L, D) attend to the tokens       (B, L, D)
       -> latent self-attention x depth                                      (B, L, D)
       -> decoder cross-attention: one query (1, Q) attends to the latents   (B, 1, Q)
@@ -19,7 +20,7 @@ import os
 
 import torch
 from perceiver_pytorch import PerceiverIO
-from perceiver_pytorch.perceiver_io import Attention, FeedForward, PreNorm
+from perceiver_pytorch.perceiver_io import Attention, FeedForward, PreNorm, dropout_seq
 from safetensors.torch import load_file
 from torch import nn
 
@@ -134,6 +135,7 @@ class PerceiverClassifier(nn.Module):
         self.adapter = build_adapter(recipe)
         width = self.adapter.token_features
         self.project = nn.Linear(width, recipe.token_dim) if recipe.token_dim else nn.Identity()
+        self.token_dropout = recipe.token_dropout
         self.token_blocks = nn.Sequential(*[TokenBlock(recipe.token_dim, recipe.cross_heads)
                                             for _ in range(recipe.token_depth)])
         self.perceiver = PerceiverIO(
@@ -148,7 +150,6 @@ class PerceiverClassifier(nn.Module):
             cross_dim_head=recipe.cross_dim_head,
             latent_dim_head=recipe.latent_dim_head,
             decoder_ff=recipe.decoder_ff,
-            seq_dropout_prob=recipe.token_dropout,  # applied only while self.training
             inverted_cross_attn=recipe.inverted_cross_attn,
         )
         query = torch.zeros(1, recipe.queries_dim)
@@ -159,13 +160,21 @@ class PerceiverClassifier(nn.Module):
             self.query = nn.Parameter(query.normal_(std=0.02))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        tokens = self.token_blocks(self.project(self.adapter(images)))  # (B, N, C)
+        tokens = self.project(self.adapter(images))              # (B, N, C)
+        if self.training and self.token_dropout:
+            # perceiver-pytorch's own token dropout (its seq_dropout_prob), but here rather than inside PerceiverIO,
+            # which would drop tokens after the token blocks had already mixed the hidden ones into the rest.
+            tokens, _ = dropout_seq(tokens, None, self.token_dropout)  # (B, N', C)
+        tokens = self.token_blocks(tokens)                       # (B, N', C)
         out = self.perceiver(tokens, queries=self.query)         # (B, 1, 10)
         return out[:, 0]                                         # (B, 10)
 
     @torch.no_grad()
     def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Encoder cross-attention weights ``(B, heads, latents, rows, cols)``: where each latent looks."""
+        """Encoder cross-attention weights ``(B, heads, latents, rows, cols)``: where each latent looks.
+
+        With ``--token-depth`` the token at a grid position has already mixed in the others, so a map says which
+        tokens a latent reads, each mostly but not only its own patch."""
         # perceiver-pytorch computes the softmax inline; capture the (normalised) latents and tokens that enter
         # the encoder cross-attention and recompute the weights from its own projections.
         attn = self.perceiver.cross_attend_block.cross_attn.fn

@@ -46,6 +46,8 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     assert recipe.epochs == 5 and recipe.num_latents == saved.num_latents
     changed = resolve_recipe(parse_args(["--resume", "--run", "x", "--depth", "3"]), saved)
     assert diff_model_fields(saved, changed) == ["depth: 1 -> 3"]
+    changed = resolve_recipe(parse_args(["--resume", "--run", "x", "--token-depth", "1"]), saved)
+    assert diff_model_fields(saved, changed) == ["token_depth: 0 -> 1"]  # an architecture change: refused on resume
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -63,8 +65,9 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--lr-floor", "-0.1"], "--lr-floor must be zero or positive"),
     (["--token-dropout", "1"], "--token-dropout must be below 1"),
     (["--token-depth", "-1"], "--token-depth must be zero or positive"),
-    (["--token-depth", "1", "--token-dim", "0"], "--token-depth needs a --token-dim that --cross-heads divides"),
-    (["--token-depth", "1", "--cross-heads", "3"], "--token-depth needs a --token-dim that --cross-heads divides"),
+    (["--token-depth", "1", "--token-dim", "0"], "--token-depth needs a positive --token-dim divisible by"),
+    (["--token-depth", "1", "--cross-heads", "3"], "--token-depth needs a positive --token-dim divisible by"),
+    (["--token-depth", "1", "--adapter", "image"], "--token-depth needs several tokens to mix"),
     (["--preset", "seed", "--lr-floor", "0.1"], "--lr-floor applies to --scheduler cosine only"),
 ])
 def test_impossible_values_are_refused(flags, message):

@@ -136,7 +136,28 @@ def test_token_blocks_let_each_token_see_the_others_before_the_encoder(token_dep
     images = torch.rand(1, 1, 28, 28)
     changed = images.clone()
     changed[..., :7, :7] += 0.5  # the first patch only
-    model(images), model(changed)
+    model(images)
+    model(changed)
     moved = (contexts[0] - contexts[1]).abs().amax(dim=-1)[0] > 1e-6   # (16,): which tokens the change reached
     # Without blocks a token is its own patch, projected; one block already mixes every token with the others.
     assert moved.tolist() == ([True] * 16 if token_depth else [True] + [False] * 15)
+
+
+def test_token_dropout_hides_tokens_before_the_token_blocks_can_mix_them_into_the_rest():
+    recipe = preset("tiny")  # 16 patch tokens of 7x7 pixels
+    recipe.token_depth, recipe.token_dropout = 1, 0.25
+    model = build_model(recipe).train()
+    contexts: list[torch.Tensor] = []
+    model.perceiver.cross_attend_block.register_forward_pre_hook(
+        lambda module, args, kwargs: contexts.append(kwargs["context"]), with_kwargs=True)
+    images = torch.rand(1, 1, 28, 28)
+    unseen = 0
+    for patch in range(16):
+        changed = images.clone()
+        row, col = divmod(patch, 4)
+        changed[..., 7 * row:7 * row + 7, 7 * col:7 * col + 7] += 0.5
+        for batch in (images, changed):
+            torch.manual_seed(0)  # the same tokens dropped in both passes
+            model(batch)
+        unseen += torch.equal(contexts[-2], contexts[-1])
+    assert unseen == 4  # the dropped patches, and only they, leave no trace in what the encoder reads
