@@ -37,7 +37,10 @@ def run_variant(name: str, overrides: dict, steps: int, splits) -> None:
     ema = build_ema(model, recipe)
     optimizer = build_optimizer(model, recipe)
     warm = max(1, steps // 10)
-    schedule = lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))  # noqa
+
+    def schedule(s: int) -> float:
+        return (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     images, labels, bs = splits.train.images, splits.train.labels, recipe.batch_size
     per_epoch = len(labels) // bs
