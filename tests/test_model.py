@@ -26,6 +26,14 @@ def seed_reference_count() -> int:
     return total
 
 
+def encoder_contexts(model) -> list[torch.Tensor]:
+    """The tokens that each later forward pass hands to the encoder cross-attention, in call order."""
+    contexts: list[torch.Tensor] = []
+    model.perceiver.cross_attend_block.register_forward_pre_hook(
+        lambda module, args, kwargs: contexts.append(kwargs["context"]), with_kwargs=True)
+    return contexts
+
+
 def test_seed_preset_has_the_seed_constructions_parameter_count():
     reference = PerceiverIO(dim=784, queries_dim=32, logits_dim=10, depth=6, num_latents=256, latent_dim=512,
                             cross_heads=1, latent_heads=8, cross_dim_head=64, latent_dim_head=64)
@@ -111,9 +119,7 @@ def test_token_dropout_hides_a_fraction_of_the_tokens_from_the_encoder_in_traini
     recipe = preset("tiny")  # 16 patch tokens
     recipe.token_dropout = 0.25
     model = build_model(recipe)
-    contexts: list[torch.Tensor] = []
-    model.perceiver.cross_attend_block.register_forward_pre_hook(
-        lambda module, args, kwargs: contexts.append(kwargs["context"]), with_kwargs=True)
+    contexts = encoder_contexts(model)
     images = torch.rand(2, 1, 28, 28)
     model.train()(images)
     model.eval()(images)
@@ -130,9 +136,7 @@ def test_token_blocks_let_each_token_see_the_others_before_the_encoder(token_dep
     recipe = preset("tiny")  # 16 patch tokens of width 16
     recipe.token_depth = token_depth
     model = build_model(recipe).eval()
-    contexts: list[torch.Tensor] = []
-    model.perceiver.cross_attend_block.register_forward_pre_hook(
-        lambda module, args, kwargs: contexts.append(kwargs["context"]), with_kwargs=True)
+    contexts = encoder_contexts(model)
     images = torch.rand(1, 1, 28, 28)
     changed = images.clone()
     changed[..., :7, :7] += 0.5  # the first patch only
@@ -147,9 +151,7 @@ def test_token_dropout_hides_tokens_before_the_token_blocks_can_mix_them_into_th
     recipe = preset("tiny")  # 16 patch tokens of 7x7 pixels
     recipe.token_depth, recipe.token_dropout = 1, 0.25
     model = build_model(recipe).train()
-    contexts: list[torch.Tensor] = []
-    model.perceiver.cross_attend_block.register_forward_pre_hook(
-        lambda module, args, kwargs: contexts.append(kwargs["context"]), with_kwargs=True)
+    contexts = encoder_contexts(model)
     images = torch.rand(1, 1, 28, 28)
     unseen = 0
     for patch in range(16):
