@@ -56,7 +56,7 @@ class Recipe:
     max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles over the image.", model=True)
     token_dim: int = _f(64, "Linear projection of each input token to this width before cross-attention "
                         "(0: feed the raw token features).", model=True)
-    token_depth: int = _f(0, "Transformer blocks over the projected input tokens before the encoder cross-attention, "
+    token_depth: int = _f(1, "Transformer blocks over the projected input tokens before the encoder cross-attention, "
                           "so that each token sees the others before the latents read them: self-attention with "
                           "--cross-heads heads, each --token-dim / --cross-heads wide, and a feed-forward twice as "
                           "wide as the tokens. Cost grows with the square of the token count (49 for 4x4 patches, "
@@ -78,8 +78,9 @@ class Recipe:
                                    "latents compete for each token as slots do in slot attention, then each "
                                    "latent's weights rescaled to sum to 1 over the tokens (perceiver-pytorch's "
                                    "inverted_cross_attn).", model=True)
-    token_dropout: float = _f(0.0, "Regularization, in training only: the encoder sees a random (1 - this) "
-                              "fraction of each image's input tokens (perceiver-pytorch's seq_dropout_prob; 0: off).")
+    token_dropout: float = _f(0.1, "Regularization, in training only: the encoder sees a random (1 - this) "
+                              "fraction of each image's input tokens, dropped before the token blocks "
+                              "(perceiver-pytorch's dropout_seq; 0: off).")
 
     # --- optimisation ---
     epochs: int = _f(60, "Number of passes over the training set.")
@@ -131,10 +132,10 @@ class Recipe:
             raise UserError(f"--lr-floor applies to --scheduler cosine only (got --scheduler {self.scheduler})")
         if self.token_depth and (self.token_dim <= 0 or self.token_dim % self.cross_heads):
             raise UserError(f"--token-depth needs a positive --token-dim divisible by --cross-heads, got --token-dim "
-                            f"{self.token_dim} and --cross-heads {self.cross_heads}")
+                            f"{self.token_dim} and --cross-heads {self.cross_heads} (or --token-depth 0)")
         if self.token_depth and self.adapter == "image":
             raise UserError("--token-depth needs several tokens to mix, but --adapter image makes one per image; "
-                            "use --adapter patches or pixels")
+                            "use --adapter patches or pixels, or --token-depth 0")
         if self.rotate > 180:
             raise UserError(f"--rotate is in degrees and must be at most 180, got {self.rotate}")
         for f in fields(self):  # flags are checked by argparse; this catches a hand-edited config.json
@@ -199,7 +200,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         cross_dim_head=64, latent_heads=8, latent_dim_head=64, queries_dim=32, query="zeros", decoder_ff=False,
         epochs=50, batch_size=64, test_batch_size=1000, loss="mse", label_smoothing=0.0, optimizer="adam",
         lr=1e-4, weight_decay=0.0, scheduler="exponential", gamma=0.9, warmup_epochs=0.0, grad_clip=0.0,
-        translate=0, rotate=0.0, scale=0.0, ema_decay=0.0,
+        translate=0, rotate=0.0, scale=0.0, ema_decay=0.0, token_depth=0, token_dropout=0.0,
     ),
     # A few-thousand-parameter model for tests and smoke runs.
     "tiny": dict(

@@ -31,6 +31,7 @@ def test_seed_preset_is_the_seed_recipe():
     assert (r.loss, r.optimizer, r.lr, r.scheduler, r.gamma, r.batch_size, r.test_batch_size, r.epochs) == \
         ("mse", "adam", 1e-4, "exponential", 0.9, 64, 1000, 50)
     assert (r.translate, r.rotate, r.scale, r.warmup_epochs, r.grad_clip) == (0, 0.0, 0.0, 0.0, 0.0)
+    assert (r.token_dim, r.token_depth, r.token_dropout, r.ema_decay) == (0, 0, 0.0, 0.0)  # the raw 784-dim token
 
 
 def test_flags_override_the_preset_and_only_given_flags_count():
@@ -46,8 +47,8 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     assert recipe.epochs == 5 and recipe.num_latents == saved.num_latents
     changed = resolve_recipe(parse_args(["--resume", "--run", "x", "--depth", "3"]), saved)
     assert diff_model_fields(saved, changed) == ["depth: 1 -> 3"]
-    changed = resolve_recipe(parse_args(["--resume", "--run", "x", "--token-depth", "1"]), saved)
-    assert diff_model_fields(saved, changed) == ["token_depth: 0 -> 1"]  # an architecture change: refused on resume
+    changed = resolve_recipe(parse_args(["--resume", "--run", "x", "--token-depth", "2"]), saved)
+    assert diff_model_fields(saved, changed) == ["token_depth: 1 -> 2"]  # an architecture change: refused on resume
 
 
 @pytest.mark.parametrize("flags, message", [
