@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared script for a machine with one NVIDIA GPU, sized for about 9 minutes
-# (an NVIDIA H200 needed 425 s with a 240-second box, BENCHMARKS.md section 7):
+# (an NVIDIA H200 needed 425 s with a 240-second box, BENCHMARKS.md section 7, with the previous default):
 #   1. one epoch of --preset seed in fp32, bf16 and fp16: epoch time, samples/s, test accuracy after epoch 1
 #      (the seed notebook reported 95% after its first epoch, on 1,000 test images; this is all 10,000), and for
 #      fp16 the loss-scaler steps skipped (printed as "skipped N" in the summary line when N > 0);
 #   2. the default preset in bf16 for TIME_BOX seconds (default 330; the H200 crossed 99% after 295 s of run
-#      time): its 97/98/99% crossings, or its whole schedule if that fits.
+#      time with the previous default, without the token block, which costs 1.25x a step on the CPU; the current
+#      default has not run on a GPU): its 97/98/99% crossings, or its whole schedule if that fits.
 # Usage: bash bench/gpu_check.sh [OUTDIR]     (prints everything; record it in BENCHMARKS.md with the GPU's name)
 # Data: the MNIST .gz files shipped in data/ (no download). Offline machines: when perceiver_mnist and
 # perceiver_pytorch already import (e.g. PYTHONPATH=$PWD plus a carried perceiver-pytorch wheel), nothing is

@@ -55,7 +55,7 @@ class Recipe:
     num_freq_bands: int = _f(6, "Fourier position features: frequency bands per axis.", model=True)
     max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles over the image.", model=True)
     token_dim: int = _f(64, "Linear projection of each input token to this width before cross-attention "
-                        "(0: feed the raw token features).", model=True)
+                        "(0: feed the raw token features; needs --token-depth 0).", model=True)
     token_depth: int = _f(1, "Transformer blocks over the projected input tokens before the encoder cross-attention, "
                           "so that each token sees the others before the latents read them: self-attention with "
                           "--cross-heads heads, each --token-dim / --cross-heads wide, and a feed-forward twice as "
@@ -202,7 +202,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr=1e-4, weight_decay=0.0, scheduler="exponential", gamma=0.9, warmup_epochs=0.0, grad_clip=0.0,
         translate=0, rotate=0.0, scale=0.0, ema_decay=0.0, token_depth=0, token_dropout=0.0,
     ),
-    # A few-thousand-parameter model for tests and smoke runs.
+    # About 12 k parameters for tests and smoke runs, with the default's token block and token dropout.
     "tiny": dict(
         adapter="patches", patch_size=7, num_freq_bands=2, token_dim=16, num_latents=4, latent_dim=16, depth=1,
         cross_heads=1, cross_dim_head=8, latent_heads=2, latent_dim_head=8, queries_dim=8, epochs=2,
@@ -219,7 +219,8 @@ def preset(name: str) -> Recipe:
 
 
 # Fields added after runs were saved without them, with the value that reproduces how those runs trained. Not the
-# dataclass default: that may have changed since (ema_decay did), and a guess would silently change the recipe.
+# dataclass default: that may have changed since (ema_decay, token_depth and token_dropout did), and a guess would
+# silently change the recipe.
 ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout": 0.0, "inverted_cross_attn": False,
                                 "token_depth": 0}
 
