@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field, fields
@@ -28,9 +29,59 @@ IMAGE_SIZE = 28  # MNIST and Fashion-MNIST are 28x28 grey images.
 NUM_CLASSES = 10
 
 
-def _f(default: Any, help: str, choices: Sequence[Any] | None = None, model: bool = False) -> Any:
-    """A dataclass field with CLI help; ``model=True`` marks fields that define the network's architecture."""
-    return field(default=default, metadata={"help": help, "choices": choices, "model": model})
+def _f(default: Any, help: str, choices: Sequence[Any] | None = None, model: bool = False,
+       limits: str | None = None, unit: str = "") -> Any:
+    """A dataclass field with its one-line CLI help and its checks beside it.
+
+    ``model=True`` marks fields that define the network's architecture; ``limits`` is the interval of allowed
+    values in the usual notation, e.g. ``"[0, 1)"``; ``unit`` names the unit in the error message.
+    """
+    if limits is not None:
+        _parse_interval(limits)  # a typo in an interval fails at import, not when a user hits it
+    return field(default=default, metadata={"help": help, "choices": choices, "model": model, "limits": limits,
+                                            "unit": unit})
+
+
+def _parse_interval(text: str) -> tuple[float, float, bool, bool]:
+    """``"(0, 1]"`` -> (low, high, low_open, high_open); a bound may be ``inf`` or ``B**E``."""
+    match = re.fullmatch(r"([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])", text)
+    if not match:
+        raise ValueError(f"not an interval: {text!r}")
+
+    def number(s: str) -> float:
+        base, _, exponent = s.partition("**")
+        return float(base) ** float(exponent) if exponent else float(s)
+    return number(match[2]), number(match[3]), match[1] == "(", match[4] == ")"
+
+
+def _limit_error(name: str, value: float, limits: str, unit: str) -> str | None:
+    """The message for a value outside ``limits`` (None when it is inside): the usual words where they fit."""
+    low, high, low_open, high_open = _parse_interval(limits)
+    above_low = value > low if low_open else value >= low
+    below_high = value < high if high_open else value <= high
+    if math.isfinite(value) and above_low and below_high:
+        return None
+    if high == math.inf and (low, low_open) == (0, True):
+        what = "a positive number" if isinstance(value, float) else "positive"
+    elif high == math.inf and (low, low_open) == (0, False):
+        what = "zero or positive"
+    elif high == math.inf:
+        what = f"{'above' if low_open else 'at least'} {low:g}"
+    elif (low, low_open) == (0, False) and "**" not in limits:  # name the side that failed; 2**32 reads better
+        what = "zero or positive" if not above_low else f"{'below' if high_open else 'at most'} {high:g}"
+    else:
+        what = f"in {limits}"
+    units = f" is in {unit} and" if unit else ""
+    return f"--{_flag(name)}{units} must be {what}, got {value}"
+
+
+def _check_limits(obj: Any) -> None:
+    """Raise a ``UserError`` for the first field of ``obj`` outside its ``limits``."""
+    for f in fields(obj):
+        if f.metadata["limits"] is not None:
+            error = _limit_error(f.name, getattr(obj, f.name), f.metadata["limits"], f.metadata["unit"])
+            if error:
+                raise UserError(error)
 
 
 @dataclass
@@ -38,96 +89,80 @@ class Recipe:
     """Everything that defines a training run's result. Defaults are the ``default`` preset."""
 
     # --- data ---
-    dataset: str = _f("mnist", "Dataset to train on (MNIST ships with the repo; Fashion-MNIST is downloaded).",
+    dataset: str = _f("mnist", "Dataset (MNIST ships with the repo; Fashion-MNIST is downloaded).",
                       ["mnist", "fashion-mnist"], model=True)
-    val_size: int = _f(0, "Training images held out as a validation split for model selection (0: none).")
-    translate: int = _f(2, "Augmentation: random shift of up to this many pixels (0: off).")
-    rotate: float = _f(10.0, "Augmentation: random rotation of up to this many degrees (0: off).")
-    scale: float = _f(0.1, "Augmentation: random zoom by a factor in [1-scale, 1+scale] (0: off).")
-    elastic: float = _f(0.0, "Augmentation: elastic distortion, a smooth random displacement field whose standard "
-                        "deviation is this many pixels at its control points (0: off).")
+    val_size: int = _f(0, "Training images held out as a validation split for model selection (0: none).",
+                       limits="[0, inf)")
+    translate: int = _f(2, "Augmentation: random shift of up to this many pixels (0: off).", limits="[0, inf)")
+    rotate: float = _f(10.0, "Augmentation: random rotation of up to this many degrees (0: off).",
+                       limits="[0, 180]", unit="degrees")
+    scale: float = _f(0.1, "Augmentation: random zoom by a factor in [1-scale, 1+scale] (0: off).", limits="[0, 1)")
+    elastic: float = _f(0.0, "Augmentation: elastic distortion, in pixels of displacement (0: off).",
+                        limits="[0, inf)")
 
     # --- model: input adapter (image -> tokens) ---
-    adapter: str = _f("patches", "How an image becomes input tokens: 'image' (the seed's single 784-dim token), "
-                      "'pixels' (784 tokens) or 'patches' (one token per patch), the last two with 2-D Fourier "
-                      "position features.", ["image", "pixels", "patches"], model=True)
-    patch_size: int = _f(4, "Patch side in pixels for --adapter patches (must divide 28).", model=True)
-    num_freq_bands: int = _f(6, "Fourier position features: frequency bands per axis.", model=True)
-    max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles over the image.", model=True)
-    token_dim: int = _f(64, "Linear projection of each input token to this width before cross-attention "
-                        "(0: feed the raw token features; needs --token-depth 0).", model=True)
-    token_depth: int = _f(1, "Transformer blocks over the projected input tokens before the encoder cross-attention, "
-                          "so that each token sees the others before the latents read them: self-attention with "
-                          "--cross-heads heads, each --token-dim / --cross-heads wide, and a feed-forward twice as "
-                          "wide as the tokens. Cost grows with the square of the token count (49 for 4x4 patches, "
-                          "784 for --adapter pixels). 0: none, the latents read the projected tokens.", model=True)
+    adapter: str = _f("patches", "Image to tokens: one 784-dim token, one per pixel or one per patch.",
+                      ["image", "pixels", "patches"], model=True)
+    patch_size: int = _f(4, "Patch side in pixels for --adapter patches (must divide 28).", model=True,
+                         limits="(0, inf)")
+    num_freq_bands: int = _f(6, "Fourier position features: frequency bands per axis.", model=True, limits="(0, inf)")
+    max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles per image.", model=True,
+                         limits="(0, inf)")
+    token_dim: int = _f(64, "Project each token to this width (0: raw token features; needs --token-depth 0).",
+                        model=True, limits="[0, inf)")
+    token_depth: int = _f(1, "Transformer blocks over the tokens before the encoder reads them (0: none).",
+                          model=True, limits="[0, inf)")
 
     # --- model: Perceiver IO (lucidrains' perceiver-pytorch) ---
-    num_latents: int = _f(8, "Number of latent vectors.", model=True)
-    latent_dim: int = _f(128, "Width of each latent vector.", model=True)
-    depth: int = _f(4, "Number of latent self-attention blocks.", model=True)
-    cross_heads: int = _f(4, "Heads of the encoder and decoder cross-attention.", model=True)
-    cross_dim_head: int = _f(32, "Width of each cross-attention head.", model=True)
-    latent_heads: int = _f(4, "Heads of the latent self-attention.", model=True)
-    latent_dim_head: int = _f(32, "Width of each latent self-attention head.", model=True)
-    queries_dim: int = _f(32, "Width of the output query.", model=True)
-    query: str = _f("learned", "Output query: 'zeros' (the seed's fixed all-zero query) or 'learned'.",
-                    ["zeros", "learned"], model=True)
+    num_latents: int = _f(8, "Number of latent vectors.", model=True, limits="(0, inf)")
+    latent_dim: int = _f(128, "Width of each latent vector.", model=True, limits="(0, inf)")
+    depth: int = _f(4, "Number of latent self-attention blocks.", model=True, limits="(0, inf)")
+    cross_heads: int = _f(4, "Heads of the cross-attentions and the token blocks.", model=True, limits="(0, inf)")
+    cross_dim_head: int = _f(32, "Width of each cross-attention head.", model=True, limits="(0, inf)")
+    latent_heads: int = _f(4, "Heads of the latent self-attention.", model=True, limits="(0, inf)")
+    latent_dim_head: int = _f(32, "Width of each latent self-attention head.", model=True, limits="(0, inf)")
+    queries_dim: int = _f(32, "Width of the output query.", model=True, limits="(0, inf)")
+    query: str = _f("learned", "Output query: the seed's fixed all-zero one, or learned.", ["zeros", "learned"],
+                    model=True)
     decoder_ff: bool = _f(False, "Feed-forward block after the decoder cross-attention.", model=True)
-    inverted_cross_attn: bool = _f(False, "Encoder cross-attention with its softmax over the latents, so that the "
-                                   "latents compete for each token as slots do in slot attention, then each "
-                                   "latent's weights rescaled to sum to 1 over the tokens (perceiver-pytorch's "
-                                   "inverted_cross_attn).", model=True)
-    token_dropout: float = _f(0.1, "Regularization, in training only: the encoder sees a random (1 - this) "
-                              "fraction of each image's input tokens, dropped before the token blocks "
-                              "(perceiver-pytorch's dropout_seq; 0: off).")
+    inverted_cross_attn: bool = _f(False, "Encoder softmax over the latents, so they compete for tokens (slots).",
+                                   model=True)
+    token_dropout: float = _f(0.1, "In training, hide this fraction of each image's tokens from the model.",
+                              limits="[0, 1)")
 
     # --- optimisation ---
-    epochs: int = _f(60, "Number of passes over the training set.")
-    batch_size: int = _f(128, "Global batch size (split across processes; must divide by their number).")
-    test_batch_size: int = _f(1000, "Global batch size for evaluation.")
-    loss: str = _f("ce", "'ce': cross-entropy on logits; 'mse': the seed's MSE between logits and one-hot labels.",
+    epochs: int = _f(60, "Number of passes over the training set.", limits="(0, inf)")
+    batch_size: int = _f(128, "Global batch size (split across processes; must divide by their number).",
+                         limits="(0, inf)")
+    test_batch_size: int = _f(1000, "Global batch size for evaluation.", limits="(0, inf)")
+    loss: str = _f("ce", "Cross-entropy on logits, or the seed's MSE between logits and one-hot labels.",
                    ["ce", "mse"])
-    label_smoothing: float = _f(0.1, "Label smoothing for --loss ce.")
+    label_smoothing: float = _f(0.1, "Label smoothing for --loss ce.", limits="[0, 1)")
     optimizer: str = _f("adamw", "Optimizer.", ["adam", "adamw"])
-    lr: float = _f(2e-3, "Peak learning rate.")
-    weight_decay: float = _f(0.05, "Decoupled weight decay (adamw only).")
-    scheduler: str = _f("cosine", "'exponential': lr * gamma**epoch (the seed); 'cosine': decay to zero over the "
-                        "run; 'constant'.", ["exponential", "cosine", "constant"])
-    gamma: float = _f(0.9, "Per-epoch decay factor for --scheduler exponential.")
-    lr_floor: float = _f(0.0, "Fraction of --lr that --scheduler cosine decays to at the end (0: to zero).")
-    warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).")
-    grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).")
-    ema_decay: float = _f(0.9998, "Evaluate and save an exponential moving average of the weights whose decay per "
-                          "step is min(this, (1+n)/(10+n)) after n steps, so that it averages roughly the last "
-                          "tenth of the steps until the cap; 0: off, the raw weights.")
+    lr: float = _f(2e-3, "Peak learning rate.", limits="(0, inf)")
+    weight_decay: float = _f(0.05, "Decoupled weight decay (adamw only; not on biases and norms).",
+                             limits="[0, inf)")
+    scheduler: str = _f("cosine", "Learning-rate decay: lr * gamma**epoch (the seed), cosine to the floor, or none.",
+                        ["exponential", "cosine", "constant"])
+    gamma: float = _f(0.9, "Per-epoch decay factor for --scheduler exponential.", limits="(0, 1]")
+    lr_floor: float = _f(0.0, "Fraction of --lr that --scheduler cosine ends at.", limits="[0, 1)")
+    warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up, in epochs (fractions allowed; 0: none).",
+                              limits="[0, inf)")
+    grad_clip: float = _f(1.0, "Clip the gradient norm to this value (0: off).", limits="[0, inf)")
+    ema_decay: float = _f(0.9998, "Evaluate and save a weight average with this decay cap per step (0: raw weights).",
+                          limits="[0, 1)")
 
     def model_fields(self) -> dict[str, Any]:
         """The fields that determine the network's architecture (compared on --resume)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["model"]}
 
     def validate(self) -> "Recipe":
-        """Raise a ``UserError`` naming the first field with an impossible value."""
-        positive = ["epochs", "batch_size", "test_batch_size", "num_latents", "latent_dim", "depth",
-                    "cross_heads", "cross_dim_head", "latent_heads", "latent_dim_head", "queries_dim",
-                    "patch_size", "num_freq_bands"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ["lr", "max_freq"]:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{_flag(name)} must be a positive number, got {value}")
-        for name in ["weight_decay", "warmup_epochs", "grad_clip", "rotate", "scale", "label_smoothing", "translate",
-                     "val_size", "token_dim", "token_depth", "ema_decay", "lr_floor", "elastic", "token_dropout"]:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise UserError(f"--{_flag(name)} must be zero or positive, got {value}")
-        if not 0 < self.gamma <= 1:
-            raise UserError(f"--gamma must be in (0, 1], got {self.gamma}")
-        for name in ["label_smoothing", "scale", "ema_decay", "lr_floor", "token_dropout"]:
-            if getattr(self, name) >= 1:
-                raise UserError(f"--{_flag(name)} must be below 1, got {getattr(self, name)}")
+        """Raise a ``UserError`` naming the first field with an impossible value or combination."""
+        for f in fields(self):  # flags are checked by argparse; this catches a hand-edited config.json
+            if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
+                raise UserError(f"--{_flag(f.name)} must be one of {list(f.metadata['choices'])}, "
+                                f"got {getattr(self, f.name)!r}")
+        _check_limits(self)
         if self.lr_floor and self.scheduler != "cosine":
             raise UserError(f"--lr-floor applies to --scheduler cosine only (got --scheduler {self.scheduler})")
         if self.token_depth and (self.token_dim <= 0 or self.token_dim % self.cross_heads):
@@ -136,12 +171,6 @@ class Recipe:
         if self.token_depth and self.adapter == "image":
             raise UserError("--token-depth needs several tokens to mix, but --adapter image makes one per image; "
                             "use --adapter patches or pixels, or --token-depth 0")
-        if self.rotate > 180:
-            raise UserError(f"--rotate is in degrees and must be at most 180, got {self.rotate}")
-        for f in fields(self):  # flags are checked by argparse; this catches a hand-edited config.json
-            if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
-                raise UserError(f"--{_flag(f.name)} must be one of {list(f.metadata['choices'])}, "
-                                f"got {getattr(self, f.name)!r}")
         if self.adapter == "patches" and IMAGE_SIZE % self.patch_size:
             raise UserError(f"--patch-size must divide {IMAGE_SIZE}, got {self.patch_size}")
         return self
@@ -154,24 +183,20 @@ class RunOptions:
     run: str = _f("", "Run name: everything is written to LOGDIR/RUN; empty: PRESET-YYYYmmdd-HHMMSS.")
     logdir: str = _f("runs", "Root directory of all runs (point TensorBoard here).")
     data_dir: str = _f("data", "Directory holding MNIST/raw and FashionMNIST/raw.")
-    seed: int = _f(0, "Random seed (model init, shuffling, augmentation).")
+    seed: int = _f(0, "Random seed (model init, shuffling, augmentation).", limits="[0, 2**32)")
     resume: bool = _f(False, "Continue the run named by --run from its latest complete checkpoint.")
-    max_steps: int = _f(0, "Stop after this many optimizer steps in total, evaluate and save (0: no limit).")
-    checkpoint_every: int = _f(0, "Also checkpoint every N optimizer steps within an epoch (0: epoch ends only).")
-    keep_checkpoints: int = _f(3, "How many of the newest checkpoints to keep.")
-    num_workers: int = _f(0, "DataLoader worker processes (the data is in memory: 0 is usually fastest).")
-    log_every: int = _f(10, "Log the train loss every N optimizer steps.")
-    grid_images: int = _f(32, "Test images shown in the per-epoch prediction grid (0: none).")
+    max_steps: int = _f(0, "Stop after this many optimizer steps in total, evaluate and save (0: no limit).",
+                        limits="[0, inf)")
+    checkpoint_every: int = _f(0, "Also checkpoint every N optimizer steps within an epoch (0: epoch ends only).",
+                               limits="[0, inf)")
+    keep_checkpoints: int = _f(3, "How many of the newest checkpoints to keep.", limits="[1, inf)")
+    num_workers: int = _f(0, "DataLoader worker processes (the data is in memory: 0 is usually fastest).",
+                          limits="[0, inf)")
+    log_every: int = _f(10, "Log the train loss every N optimizer steps.", limits="[1, inf)")
+    grid_images: int = _f(32, "Test images shown in the per-epoch prediction grid (0: none).", limits="[0, inf)")
 
     def validate(self) -> "RunOptions":
-        for name in ["max_steps", "checkpoint_every", "num_workers", "grid_images"]:
-            if getattr(self, name) < 0:
-                raise UserError(f"--{_flag(name)} must be zero or positive, got {getattr(self, name)}")
-        for name in ["keep_checkpoints", "log_every"]:
-            if getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**32:
-            raise UserError(f"--seed must be in [0, 2**32), got {self.seed}")
+        _check_limits(self)
         if self.run and (self.run in (".", "..") or "/" in self.run or "\\" in self.run):
             raise UserError(f"--run must be a plain directory name, got {self.run!r}")
         return self
