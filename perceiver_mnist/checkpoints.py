@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from dataclasses import asdict, dataclass, fields
@@ -17,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import RNG_STATE_NAME
 from accelerate.utils import load as accelerate_load
+from safetensors import SafetensorError
 
 from . import faults
 from .config import dumps
@@ -119,6 +121,12 @@ def _check_rng_states(path: str, num_processes: int) -> None:
                 raise ValueError(f"rank {rank}'s CUDA random state is not a byte tensor")
 
 
+# What a missing, truncated or garbled checkpoint file raises while it is read; anything else is a bug in our code
+# and keeps its traceback. RuntimeError: torch's zip reader ("PytorchStreamReader failed ...") and load_state_dict's
+# key or shape mismatch; ValueError: an optimizer state of another shape; KeyError: a state without its entries.
+UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, SafetensorError, RuntimeError, ValueError, KeyError)
+
+
 def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
     """Restore the newest loadable checkpoint; an unreadable one is reported and the previous one is tried."""
     candidates = complete_checkpoints(run_dir)
@@ -127,11 +135,22 @@ def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
                         f"under a new --run name")
     for path, state in reversed(candidates):
         try:
+            # The states' content goes straight into setstate: there a TypeError means a bad file, too.
             _check_rng_states(path, accelerator.num_processes)
+        except (*UNREADABLE, TypeError) as err:
+            _warn_unreadable(accelerator, path, err)
+            continue
+        try:
             accelerator.load_state(path)
-            return state
-        except Exception as err:
-            accelerator.print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:120] if str(err) else ''}); trying the previous one")
+        except UNREADABLE as err:
+            _warn_unreadable(accelerator, path, err)
+            continue
+        return state
     raise UserError(f"every checkpoint in {os.path.join(run_dir, CHECKPOINTS_DIR)} is unreadable; "
                     f"start a new run")
+
+
+def _warn_unreadable(accelerator: Accelerator, path: str, err: Exception) -> None:
+    first_line = str(err).splitlines()[0][:120] if str(err) else ""
+    accelerator.print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {first_line}); "
+                      f"trying the previous one")

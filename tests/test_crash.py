@@ -1,6 +1,8 @@
 """Nothing lost: runs killed (SIGKILL) at several points, or interrupted (SIGINT/SIGTERM), resume exactly."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import shlex
 import signal
@@ -14,6 +16,7 @@ from safetensors.torch import load_file
 
 from perceiver_mnist import tracking
 from perceiver_mnist.checkpoints import TMP_PREFIX
+from perceiver_mnist.errors import UserError
 from perceiver_mnist.events import read_events
 from perceiver_mnist.faults import VARIABLE
 
@@ -170,3 +173,49 @@ def test_rng_states_of_every_process_are_checked_by_their_content(tmp_path):
     with pytest.raises(TypeError, match="RNG state must be a torch.ByteTensor"):
         _check_rng_states(str(tmp_path), 2)
     _check_rng_states(str(tmp_path), 1)
+
+
+def _one_checkpoint(tmp_path):
+    """A run directory with one complete checkpoint whose RNG state is valid (its other files are never read)."""
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from perceiver_mnist.checkpoints import STATE_FILE, TrainerState
+
+    path = tmp_path / "checkpoints" / "step_3"
+    path.mkdir(parents=True)
+    (path / STATE_FILE).write_text(json.dumps(dataclasses.asdict(TrainerState(step=3, batch_in_epoch=3))))
+    torch.save({"random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
+                "torch_manual_seed": torch.get_rng_state()}, path / "random_states_0.pkl")
+    printed: list[str] = []
+    return SimpleNamespace(num_processes=1, print=printed.append), printed
+
+
+@pytest.mark.parametrize("error", [OSError("disk gone"), EOFError("truncated"), RuntimeError("size mismatch")])
+def test_an_unreadable_checkpoint_is_reported_and_skipped(error, tmp_path):
+    from perceiver_mnist.checkpoints import load_latest
+
+    accelerator, printed = _one_checkpoint(tmp_path)
+
+    def load_state(path):
+        raise error
+    accelerator.load_state = load_state
+    with pytest.raises(UserError, match="every checkpoint in .* is unreadable"):
+        load_latest(accelerator, str(tmp_path))
+    assert "step_3 is unreadable" in printed[0] and type(error).__name__ in printed[0]
+
+
+def test_a_bug_while_loading_a_checkpoint_keeps_its_traceback(tmp_path):
+    """A TypeError from our own code is not a corrupt file: it must not turn into "trying the previous one"."""
+    from perceiver_mnist.checkpoints import load_latest
+
+    accelerator, printed = _one_checkpoint(tmp_path)
+
+    def load_state(path):
+        raise TypeError("load_state() got an unexpected keyword argument")  # as a bug of ours would
+    accelerator.load_state = load_state
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        load_latest(accelerator, str(tmp_path))
+    assert printed == []
