@@ -10,7 +10,7 @@ processes printed "done". Kinds of worker:
 - `bare`: torch alone (init_process_group, DistributedDataParallel on a Linear layer, destroy_process_group):
   the smallest program that shows the abort;
 - `allreduce`: torch alone, one all_reduce and no DDP: the control, whose gloo threads do stop;
-- `train`: the training code's accelerator, `tiny` model, optimizer and loader (as tests/dist_check.py),
+- `train`: the training code's accelerator, `tiny` learner, loader and `train_step` (as tests/dist_check.py),
   ending with `end_training()`.
 
 The abort is a race between the interpreter's teardown and gloo's threads; it shows far more often on a loaded
@@ -60,21 +60,15 @@ def train_worker(logdir: str) -> int:
     import torch
 
     from perceiver_mnist.config import preset
-    from perceiver_mnist.data import InMemoryDataset, make_loader, to_float
-    from perceiver_mnist.engine import build_optimizer, loss_fn, make_accelerator
-    from perceiver_mnist.model import build_model
+    from perceiver_mnist.data import InMemoryDataset, make_loader
+    from perceiver_mnist.engine import build_learner, make_accelerator, train_step
 
     acc = make_accelerator(logdir)
-    recipe = preset("tiny")
-    model = build_model(recipe)
-    optimizer = build_optimizer(model, recipe)
     images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
     loader = make_loader(InMemoryDataset(images, torch.arange(32) % 10), 8, shuffle=True, seed=0, num_workers=0)
-    model, optimizer, loader = acc.prepare(model, optimizer, loader)
-    for x, y in loader:
-        acc.backward(loss_fn(model(to_float(x)), y, recipe))
-        optimizer.step()
-        optimizer.zero_grad()
+    learner, (loader,) = build_learner(acc, preset("tiny"), len(loader), loader)
+    for step, (x, y) in enumerate(loader, start=1):
+        train_step(learner, x, y, step)
     acc.end_training()  # destroys the process group
     return acc.process_index
 

@@ -1,9 +1,10 @@
 """Compute efficiency: achieved training FLOP/s of a preset divided by this machine's fp32 matmul FLOP/s.
 
 FLOPs of one training step (forward + backward, optimizer excluded) are counted with torch.utils.flop_counter;
-the step is timed the way train.py runs it (augmentation, loss, backward, clipping, AdamW). The matmul peak is a
-large square fp32 matmul measured in the same process, with the same threads (or on the same GPU with --device cuda,
-where the step runs in fp32 as single_gpu.yaml does; TF32 stays off, PyTorch's default). `aten_ops_per_step` counts
+the step timed is train.py's own, ``engine.train_step`` (augmentation, loss, backward, clipping, AdamW, schedule,
+weight average). The matmul peak is a large square fp32 matmul measured in the same process, with the same threads
+(or on the same GPU with --device cuda, where the step runs in fp32 as single_gpu.yaml does; TF32 stays off,
+PyTorch's default). `aten_ops_per_step` counts
 the leaf ATen operations of one step: on a GPU each is at least one kernel launch, so a step cannot take less than
 that many times the per-launch cost of the host, however little arithmetic it does.
 
@@ -16,17 +17,18 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
+from accelerate import Accelerator
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perceiver_mnist.config import preset  # noqa: E402
-from perceiver_mnist.data import augment  # noqa: E402
-from perceiver_mnist.engine import build_optimizer, loss_fn  # noqa: E402
-from perceiver_mnist.model import build_model  # noqa: E402
+from perceiver_mnist.data import to_float  # noqa: E402
+from perceiver_mnist.engine import build_learner, loss_fn, train_step  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -57,28 +59,25 @@ def leaf_ops(fn: Callable[[], None]) -> int:
 
 def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu",
                         compile: bool = False) -> tuple[int, float, int]:
-    """FLOPs of one step, its time in seconds and its leaf ATen operations."""
+    """FLOPs of one step, the time in seconds of ``engine.train_step`` (what train.py runs) and its leaf ATen
+    operations."""
     recipe = preset(name)
+    acc = Accelerator(cpu=device == "cpu")
     torch.manual_seed(0)
-    model = build_model(recipe).train().to(device)
-    optimizer = build_optimizer(model, recipe)
-    forward = torch.compile(model) if compile else model
-    x = torch.rand(batch, 1, 28, 28, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
+    learner, _ = build_learner(acc, recipe, steps_per_epoch=steps)
+    if compile:
+        learner = replace(learner, model=torch.compile(learner.model))
+    images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=acc.device)
+    labels = torch.randint(0, 10, (batch,), device=acc.device)
 
     def step() -> None:
-        xa = augment(x, recipe)
-        loss = loss_fn(forward(xa), y, recipe)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
+        train_step(learner, images, labels, step=0)
 
+    model = acc.unwrap_model(learner.model)
     with FlopCounterMode(display=False) as counter:
-        loss = loss_fn(model(x), y, recipe)
-        loss.backward()
+        loss_fn(model(to_float(images)), labels, recipe).backward()
     flops = counter.get_total_flops()
+    learner.optimizer.zero_grad(set_to_none=True)
     for _ in range(10):  # warm-up: the first steps of a shape pay for allocations and kernel selection
         step()
     ops = leaf_ops(step)

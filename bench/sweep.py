@@ -1,19 +1,22 @@
-"""Short recipe comparisons for model selection, on the validation split (5,000 training images held out by
-``--val-size``'s fixed split), never on the test set.
+"""Recipe comparisons for model selection, on the validation split (the 5,000 training images that
+``--val-size``'s fixed split holds out), never on the test set.
 
-Each variant is the ``default`` preset with some fields overridden, trained for STEPS steps with linear warm-up
-(10%) and cosine decay to zero, then scored on the validation images. Prints samples/s and validation accuracy
-(also of the weight average, for a variant with ``ema_decay``). A variant may set its own ``"steps"``, e.g. to
-compare at equal wall time.
+Each variant is the ``default`` preset with some recipe fields overridden, trained with train.py's own learner and
+``train_step`` (its schedule, warm-up, augmentation and weight average included) for ``--epochs`` epochs, or the
+variant's own ``epochs``, without train.py's per-epoch evaluation, checkpoints and logs; then it is scored on the
+validation images. Prints samples/s and validation accuracy of the raw weights (and of the weight average, for a
+variant with one). A field this script cannot honour (``val_size``: the split is fixed) is refused, not ignored.
 
-    python bench/sweep.py STEPS '{"name": {"field": value, ...}, ...}' [--data-dir ../shared/data]
+    python bench/sweep.py '{"name": {"field": value, ...}, ...}' --epochs N [--data-dir ../shared/data]
+
+(Before 2026-11-30 this script took a step count and ran its own warm-up and cosine over it, whatever a variant's
+schedule said; the commands of rounds 1-7 in docs/model-selection.md ran that version.)
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -22,70 +25,64 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from perceiver_mnist.config import preset  # noqa: E402
-from perceiver_mnist.data import SELECTION_VAL_SIZE, augment, load_datasets, to_float  # noqa: E402
-from perceiver_mnist.engine import build_ema, build_optimizer, loss_fn  # noqa: E402
-from perceiver_mnist.model import build_model, count_parameters  # noqa: E402
+from perceiver_mnist.config import Recipe, preset  # noqa: E402
+from perceiver_mnist.data import SELECTION_VAL_SIZE, load_datasets, make_loader  # noqa: E402
+from perceiver_mnist.engine import build_learner, evaluate, make_accelerator, train_step  # noqa: E402
+from perceiver_mnist.errors import UserError  # noqa: E402
+from perceiver_mnist.model import count_parameters  # noqa: E402
+
+REFUSED = {"val_size": f"the validation split is fixed at {SELECTION_VAL_SIZE} images"}
 
 
-def run_variant(name: str, overrides: dict, steps: int, splits) -> None:
-    overrides = dict(overrides)
-    steps = overrides.pop("steps", steps)  # a per-variant count, e.g. to compare variants at equal wall time
-    recipe = dataclasses.replace(preset("default"), **overrides)
+def variant_recipe(name: str, overrides: dict, epochs: int) -> Recipe:
+    """The default preset with ``overrides`` (checked like flags), trained for ``epochs`` unless it sets its own."""
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    for field in overrides:
+        if field not in known:
+            sys.exit(f"sweep.py: variant {name!r}: {field!r} is not a recipe field")
+        if field in REFUSED:
+            sys.exit(f"sweep.py: variant {name!r}: {field} cannot be varied here ({REFUSED[field]})")
+    try:
+        return dataclasses.replace(preset("default"), **{"epochs": epochs, **overrides},
+                                   val_size=SELECTION_VAL_SIZE).validate()
+    except UserError as err:
+        sys.exit(f"sweep.py: variant {name!r}: {err}")
+
+
+def run_variant(name: str, recipe: Recipe, data_dir: str) -> None:
+    splits = load_datasets(data_dir, recipe.dataset, recipe.val_size)
+    acc = make_accelerator()
     torch.manual_seed(0)
-    model = build_model(recipe)
-    ema = build_ema(model, recipe)
-    optimizer = build_optimizer(model, recipe)
-    warm = max(1, steps // 10)
-
-    def schedule(s: int) -> float:
-        return (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    images, labels, bs = splits.train.images, splits.train.labels, recipe.batch_size
-    per_epoch = len(labels) // bs
-    g = torch.Generator().manual_seed(0)
-    t0 = time.time()
-    for step in range(steps):
-        if step % per_epoch == 0:
-            perm = torch.randperm(len(labels), generator=g)
-        idx = perm[(step % per_epoch) * bs:(step % per_epoch + 1) * bs]
-        x = augment(to_float(images[idx]), recipe)
-        loss = loss_fn(model(x), labels[idx], recipe)
-        optimizer.zero_grad()
-        loss.backward()
-        if recipe.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-    seconds = time.time() - t0
-    val_x, val_y = to_float(splits.val.images), splits.val.labels
-
-    @torch.no_grad()
-    def val_accuracy(net: torch.nn.Module) -> float:
-        net.eval()
-        preds = torch.cat([net(val_x[i:i + 1000]).argmax(-1) for i in range(0, len(val_y), 1000)])
-        return round(100 * preds.eq(val_y).float().mean().item(), 2)
-
-    result = {"variant": name, "overrides": overrides, "parameters": count_parameters(model), "steps": steps,
-              "seconds": round(seconds, 1), "samples_per_s": round(bs * steps / seconds),
-              "val_accuracy": val_accuracy(model)}
-    if ema is not None:
-        result["val_accuracy_ema"] = val_accuracy(ema.module)
+    train_loader = make_loader(splits.train, recipe.batch_size, True, 0, 0)
+    val_loader = make_loader(splits.val, recipe.test_batch_size, False, 0, 0)
+    learner, (train_loader, val_loader) = build_learner(acc, recipe, len(train_loader), train_loader, val_loader)
+    step, t0 = 0, time.perf_counter()
+    for epoch in range(recipe.epochs):
+        learner.model.train()
+        train_loader.set_epoch(epoch)
+        for images, labels in train_loader:
+            step += 1
+            train_step(learner, images, labels, step)
+    seconds = time.perf_counter() - t0
+    result = {"variant": name, "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
+                                          if v != getattr(preset("default"), k)},
+              "parameters": count_parameters(acc.unwrap_model(learner.model)), "steps": step,
+              "seconds": round(seconds, 1), "samples_per_s": round(len(splits.train) * recipe.epochs / seconds),
+              "val_accuracy": round(evaluate(dataclasses.replace(learner, ema=None), val_loader)["accuracy"], 2)}
+    if learner.ema is not None:  # the weight average, which is what train.py evaluates and saves
+        result["val_accuracy_ema"] = round(evaluate(learner, val_loader)["accuracy"], 2)
     print(json.dumps(result), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("steps", type=int)
-    parser.add_argument("variants", type=json.loads)
+    parser.add_argument("variants", type=json.loads, help='JSON: {"name": {"recipe_field": value, ...}, ...}')
+    parser.add_argument("--epochs", type=int, required=True, help="Epochs of each variant that sets none.")
     parser.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     args = parser.parse_args()
-    splits = load_datasets(args.data_dir, "mnist", val_size=SELECTION_VAL_SIZE)
-    for name, overrides in args.variants.items():
-        run_variant(name, overrides, args.steps, splits)
+    recipes = {name: variant_recipe(name, overrides, args.epochs) for name, overrides in args.variants.items()}
+    for name, recipe in recipes.items():
+        run_variant(name, recipe, args.data_dir)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@
       checkpoints/step_S/       mid-epoch checkpoints (--checkpoint-every, interrupts, --max-steps)
       model.safetensors         final weights
       figures/                  written by figures.py
+      .lock                     held by the one process that writes the run (see ``RunLock``)
 """
 from __future__ import annotations
 
 import glob
 import json
 import os
+import socket
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -23,6 +26,7 @@ WEIGHTS_FILE = "model.safetensors"
 CHECKPOINTS_DIR = "checkpoints"
 FIGURES_DIR = "figures"
 EVENTS_GLOB = "events.out.tfevents.*"
+LOCK_FILE = ".lock"
 
 
 def list_runs(logdir: str) -> list[str]:
@@ -50,6 +54,49 @@ def find_run(logdir: str, name: str) -> str:
     if not is_run(path):
         raise unknown_run_error(logdir, name)
     return path
+
+
+class RunLock:
+    """The one-writer lock of a run directory: an exclusive ``flock`` (filelock's) on ``RUN/.lock``.
+
+    The writing process holds it for its whole life and writes who it is into the file. The OS drops a ``flock``
+    when its process dies, however it dies, so a crash never leaves a stale lock that blocks ``--resume``. Readers
+    (TensorBoard, figures.py, predict.py, export.py) never take it.
+    """
+
+    def __init__(self, run_dir: str):
+        from filelock import FileLock
+        self.path = os.path.join(run_dir, LOCK_FILE)
+        self._lock = FileLock(self.path, timeout=0)  # never wait: a second writer is refused at once
+
+    def acquire(self) -> None:
+        """Take the lock, or raise a ``UserError`` naming its holder."""
+        from filelock import Timeout
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise UserError(f"{os.path.dirname(self.path)} is being written by {self.holder()}; wait for it to "
+                            f"finish or stop it (Ctrl-C saves a checkpoint), then --resume") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())}
+        with open(self.path, "w") as f:  # the locked file itself: a flock does not care what the file holds
+            f.write(json.dumps(holder) + "\n")
+
+    def release(self) -> None:
+        # Emptied while still held: a finished run's directory is the same after any later refused or idle
+        # --resume, and a holder's name is never left behind except by a process that was killed.
+        if os.path.exists(self.path):  # else removed with the directory of a fresh run that was refused
+            os.truncate(self.path, 0)
+        self._lock.release()
+
+    def holder(self) -> str:
+        """Who holds the lock, as its holder wrote it."""
+        try:
+            with open(self.path) as f:
+                holder = json.load(f)
+            return f"process {holder['pid']} on {holder['host']} since {holder['since']}"
+        except (OSError, ValueError, KeyError, TypeError):  # written a moment after the lock is taken
+            return "another process"
 
 
 def read_config(run_dir: str) -> dict[str, Any]:

@@ -1,16 +1,15 @@
 """Launched by tests/test_distributed.py under `accelerate launch` with 2 processes; writes OUTDIR/rank_N.json.
 
-Uses the training code's own accelerator, loader and optimizer factories, so it checks what train.py does."""
+Uses the training code's own accelerator, loader, learner and ``train_step``, so it checks what train.py does."""
 import json
 import sys
 
 import torch
 
 from perceiver_mnist.config import preset
-from perceiver_mnist.data import InMemoryDataset, make_loader, to_float
-from perceiver_mnist.engine import build_optimizer, loss_fn, make_accelerator
+from perceiver_mnist.data import InMemoryDataset, make_loader
+from perceiver_mnist.engine import build_learner, make_accelerator, train_step
 from perceiver_mnist.errors import end_process
-from perceiver_mnist.model import build_model
 
 acc = make_accelerator(sys.argv[1])
 n, batch = 40, 8
@@ -20,21 +19,16 @@ images[:, 0, 0] = torch.arange(n, dtype=torch.uint8)
 ds = InMemoryDataset(images, torch.arange(n) % 10)
 recipe = preset("tiny")
 torch.manual_seed(acc.process_index)  # different init on each rank: prepare() must make them equal
-model = build_model(recipe)
-optimizer = build_optimizer(model, recipe)
 loader = make_loader(ds, batch, shuffle=True, seed=0, num_workers=0)
 unsharded = [batch_indices for batch_indices in loader.batch_sampler][0]
-model, optimizer, loader = acc.prepare(model, optimizer, loader)
+learner, (loader,) = build_learner(acc, recipe, len(loader), loader)
 loader.set_epoch(0)
 seen = None
 for step, (x, y) in enumerate(loader):
     if step == 0:
         seen = x[:, 0, 0].tolist()
-    loss = loss_fn(model(to_float(x)), y, recipe)
-    acc.backward(loss)
-    optimizer.step()
-    optimizer.zero_grad()
-checksum = sum(p.double().sum().item() for p in acc.unwrap_model(model).parameters())
+    train_step(learner, x, y, step + 1)
+checksum = sum(p.double().sum().item() for p in acc.unwrap_model(learner.model).parameters())
 with open(f"{sys.argv[1]}/rank_{acc.process_index}.json", "w") as f:
     json.dump({"rank": acc.process_index, "world": acc.num_processes, "backend": str(acc.distributed_type),
                "first_batch": seen, "global_first_batch": unsharded, "checksum": checksum}, f)
