@@ -308,6 +308,7 @@ def train_one_epoch(t: Trainer) -> EpochResult:
         loss_sum += loss
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), state.step, first_bad_step)
         epoch_done = state.batch_in_epoch == steps_per_epoch
+        faults.kill_if_armed("interrupt", state.step)
         if state.step % opts.log_every == 0 or epoch_done:
             _raise_if_not_finite(t, first_bad_step)
             mean_loss = acc.reduce(loss, reduction="mean").item()

@@ -6,7 +6,8 @@ that a run killed there resumes exactly:
 * ``step:S``        SIGKILL right after optimizer step S (in the middle of an epoch);
 * ``eval:S``        SIGKILL during the evaluation that follows step S, after its first batch;
 * ``checkpoint:S``  SIGKILL while the checkpoint of step S is being written (state saved, not yet renamed);
-* ``nan:S``         the loss of step S becomes NaN (the non-finite guard must stop the run).
+* ``nan:S``         the loss of step S becomes NaN (the non-finite guard must stop the run);
+* ``interrupt:S``   SIGINT right after optimizer step S, as a Ctrl-C would arrive (the run must stop cleanly).
 """
 from __future__ import annotations
 
@@ -23,4 +24,4 @@ def armed(point: str, step: int) -> bool:
 
 def kill_if_armed(point: str, step: int) -> None:
     if armed(point, step):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGINT if point == "interrupt" else signal.SIGKILL)

@@ -131,6 +131,18 @@ def test_a_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint(data
     assert "at epoch 0, step 5" in resume(data_dir, logdir, "n").stdout
 
 
+def test_an_interrupt_on_an_epochs_last_step_ends_that_epoch_then_resumes_exactly(data_dir, uninterrupted, tmp_path):
+    """The checkpoint of a Ctrl-C there used to sit at batch 12 of 12, a position --resume refused."""
+    logdir = tmp_path / "runs"
+    stopped = launch(tiny_args(data_dir, logdir, "e", *EXTRA), config=None,
+                     env={VARIABLE: f"interrupt:{STEPS_PER_EPOCH}"})
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert f"epoch 1/2 | step {STEPS_PER_EPOCH} |" in stopped.stdout  # evaluated and logged before leaving
+    assert f"saved {logdir / 'e' / 'checkpoints' / 'epoch_1'}" in stopped.stdout
+    assert f"at epoch 1, step {STEPS_PER_EPOCH}\n" in resume(data_dir, logdir, "e").stdout
+    assert_same_run(logdir / "e", uninterrupted)
+
+
 # accelerate itself ignores an unreadable RNG state; a resume with another RNG state would not be exact.
 @pytest.mark.parametrize("broken", ["model.safetensors", "random_states_0.pkl"])
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(broken, data_dir, uninterrupted, tmp_path):
