@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared script for a machine with one NVIDIA GPU, sized for about 9 minutes
-# (an NVIDIA H200 needed 425 s with a 240-second box, BENCHMARKS.md section 7, with the previous default):
+# (an NVIDIA H200 needed 425 s with a 240-second box, BENCHMARKS.md "GPU (NVIDIA H200)", with the previous default):
 #   1. one epoch of --preset seed in fp32, bf16 and fp16: epoch time, samples/s, test accuracy after epoch 1
 #      (the seed notebook reported 95% after its first epoch, on 1,000 test images; this is all 10,000), and for
 #      fp16 the loss-scaler steps skipped (printed as "skipped N" in the summary line when N > 0);

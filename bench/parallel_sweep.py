@@ -2,9 +2,9 @@
 
 One `accelerate launch ... train.py --val-size 5000` per recipe, all started at once, each with its own log; when
 the time box ends, every run still going gets SIGINT (train.py then saves a checkpoint and exits). Meant for a
-GPU, where one run of the (previous) default preset is bound by the host (BENCHMARKS.md section 7) and leaves the
-GPU mostly idle: seven runs side by side on an NVIDIA H100 trained at about 4,000 samples/s each (section 2, round
-9). On the 2-core CPU, run one recipe at a time.
+GPU, where one run of the (previous) default preset is bound by the host (BENCHMARKS.md, "GPU") and leaves the
+GPU mostly idle: seven runs side by side on an NVIDIA H100 trained at about 4,000 samples/s each
+(docs/model-selection.md, round 9). On the 2-core CPU, run one recipe at a time.
 
     python bench/parallel_sweep.py --out /tmp/sweep --config accelerate_configs/bf16.yaml --time-box 500 \\
         --runs 'c0=--epochs 30' 'inv=--epochs 30 --inverted-cross-attn'

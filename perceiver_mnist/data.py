@@ -30,7 +30,7 @@ FILES = {
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 VAL_SPLIT_SEED = 20240601  # fixed, independent of --seed: the validation split never moves between runs
-SELECTION_VAL_SIZE = 5000  # the --val-size of every model-selection run in bench/ and BENCHMARKS.md section 2
+SELECTION_VAL_SIZE = 5000  # the --val-size of every model-selection run in bench/ and docs/model-selection.md
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 # The elastic displacement field is drawn on a coarse grid of control points and upsampled, which makes it smooth
 # (neighbouring pixels move together, as in Simard et al. 2003's Gaussian-filtered field) with one interpolation
-# instead of a blur over every pixel: about 3% of a training step (BENCHMARKS.md, section 2, round 6).
+# instead of a blur over every pixel: about 3% of a training step (docs/model-selection.md, round 6).
 # 5 x 5 points over 28 pixels: one every 7 pixels.
 ELASTIC_GRID = 5
 

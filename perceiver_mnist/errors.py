@@ -55,8 +55,8 @@ def end_process(code: int) -> NoReturn:
     Why: with torch 2.14, a gloo process group that DistributedDataParallel has used can keep its threads after
     ``destroy_process_group()``, and if they are still running when the interpreter tears down, the process may
     abort (SIGABRT, "terminate called without an active exception") after all its work is done; CI saw it once in
-    the 2-process test, and a bare DDP program aborts in about one exit in ten on a loaded CPU (BENCHMARKS.md
-    section 6). Files are complete by then (checkpoints and weights are written synchronously, TensorBoard is
+    the 2-process test, and a bare DDP program aborts in about one exit in ten on a loaded CPU (BENCHMARKS.md,
+    "Multi-process exit"). Files are complete by then (checkpoints and weights are written synchronously, TensorBoard is
     flushed), so such a process ends here, as soon as its output is flushed.
     """
     if in_multi_process_run():
