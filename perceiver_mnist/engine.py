@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import einops
 import psutil
 import torch
 import torch.nn.functional as F
@@ -111,8 +112,15 @@ class Learner:
     ema: AveragedModel | None         # the weight average that is evaluated and saved, with --ema-decay
 
     @property
+    def module(self) -> torch.nn.Module:
+        """The network itself, without the DistributedDataParallel or torch.compile wrappers of prepare()."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
+    @property
     def eval_model(self) -> torch.nn.Module:
-        return self.ema.module if self.ema is not None else self.model
+        """What is evaluated and saved: the weight average, else the network, never compiled: evaluation's other
+        batch size would compile the graph again, and saved names would carry the wrapper's ``_orig_mod.``."""
+        return self.ema.module if self.ema is not None else self.module
 
 
 def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int, *loaders: Any) -> tuple[Learner, list]:
@@ -120,11 +128,16 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int, *loade
     ``accelerator.prepare`` together with ``loaders``; returns the learner and the prepared loaders (None stays
     None). Seed the global RNG first: it draws the initial weights."""
     model = build_model(recipe)
+    # einops caches a backend per tensor type on first use, and torch.compile guards on that cache's size: fill it
+    # for both types the model hands einops (Tensor, Parameter) before the first trace, or step 2 compiles again.
+    for tensor in (torch.zeros(1), torch.nn.Parameter(torch.zeros(1))):
+        einops.rearrange(tensor, "a -> a")
     optimizer = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, recipe=recipe, steps_per_epoch=steps_per_epoch))
     model, optimizer, scheduler, *loaders = acc.prepare(model, optimizer, scheduler, *loaders)
-    ema = build_ema(acc.unwrap_model(model), recipe)
+    # Built from the plain module: a copy of the compiled wrapper would compile a second time.
+    ema = build_ema(acc.unwrap_model(model, keep_torch_compile=False), recipe)
     if ema is not None:
         acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints (before any load_state)
     return Learner(acc, recipe, model, optimizer, scheduler, ema), loaders
@@ -138,6 +151,8 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     on the steps that log."""
     acc, recipe = learner.accelerator, learner.recipe
     x = augment(to_float(images), recipe)
+    # Under torch.compile: one graph for any batch size, so an epoch's last, smaller batch compiles nothing new.
+    torch._dynamo.maybe_mark_dynamic(x, 0)
     loss = loss_fn(learner.model(x), labels, recipe)
     if faults.armed("nan", step):
         loss = loss * float("nan")
@@ -148,7 +163,7 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     learner.scheduler.step()
     learner.optimizer.zero_grad(set_to_none=True)
     if learner.ema is not None:
-        learner.ema.update_parameters(acc.unwrap_model(learner.model))
+        learner.ema.update_parameters(learner.module)
     return loss.detach()
 
 
@@ -249,7 +264,7 @@ def train(args: ParsedArgs) -> int:
                    if splits.val is not None else None]
         steps_per_epoch = len(loaders[0])
         learner, loaders = build_learner(acc, recipe, steps_per_epoch, *loaders)
-        parameters = count_parameters(acc.unwrap_model(learner.model))
+        parameters = count_parameters(learner.module)
         state = run.start(acc, parameters, steps_per_epoch)
         if state is None:
             return 0
@@ -435,7 +450,7 @@ def _log_predictions(t: Trainer, epoch_label: str) -> None:
     if not n:
         return
     acc = t.learner.accelerator
-    model = acc.unwrap_model(t.learner.eval_model)  # not the DDP wrapper: no collectives on one rank
+    model = t.learner.eval_model  # not the DDP wrapper: no collectives on one rank
     images = to_float(t.splits.test.images[:n]).to(acc.device)
     with torch.no_grad(), acc.autocast():
         preds = model(images).argmax(dim=-1).cpu()

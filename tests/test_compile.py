@@ -1,0 +1,103 @@
+"""torch.compile, driven by the accelerate config: a compiled run behaves exactly like an eager one.
+
+Most tests use dynamo's ``eager`` backend: dynamo traces the model as it would for inductor (the same graph
+breaks, guards and recompiles), without inductor's minutes of code generation on 2 cores. One test runs inductor.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from perceiver_mnist import load_model, tracking
+from perceiver_mnist.events import read_events
+from perceiver_mnist.faults import VARIABLE
+
+from .conftest import ACCELERATE, N_TEST, ROOT, launch, offline_env, tiny_args
+from .test_train import accuracy_of
+
+# 192 training images in batches of 20: the epoch's last batch has 12, which must not compile a second graph.
+UNEVEN = ("--batch-size", "20", "--test-batch-size", "32", "--grid-images", "4")
+TRACE_LOGS = {"TORCH_LOGS": "dynamo,recompiles,graph_breaks"}
+
+
+def compiled(backend: str = "eager") -> dict[str, str]:
+    """The environment accelerate launch gives a process for `--dynamo_backend BACKEND`."""
+    return {"ACCELERATE_DYNAMO_BACKEND": backend.upper(), "ACCELERATE_DYNAMO_MODE": "default",
+            "ACCELERATE_DYNAMO_USE_DYNAMIC": "False", "ACCELERATE_DYNAMO_USE_FULLGRAPH": "False"}
+
+
+def traces(stderr: str) -> int:
+    """How many graphs dynamo traced: the first compile, and every recompile."""
+    return len(re.findall(r"torchdynamo start tracing", stderr))
+
+
+def assert_one_graph(stderr: str) -> None:
+    assert traces(stderr) == 1, re.findall(r".*(?:start tracing|Recompiling|triggered by|guard).*", stderr)
+    assert "Recompiling" not in stderr and "Graph break" not in stderr
+
+
+def test_a_compiled_run_traces_once_saves_plain_names_and_equals_the_eager_run(data_dir: Path, tmp_path: Path):
+    """One graph for the whole run: the uneven last batch, evaluation and the weight average compile nothing
+    more; the saved weights have the module's own names, so load_model and the figures read them."""
+    logdir = tmp_path / "runs"
+    args = (*UNEVEN, "--ema-decay", "0.9")
+    run = launch(tiny_args(data_dir, logdir, "c", *args), config=None, env={**compiled(), **TRACE_LOGS})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert_one_graph(run.stderr)
+    eager = launch(tiny_args(data_dir, logdir, "e", *args), config=None)
+    assert eager.returncode == 0, eager.stderr[-3000:]
+    weights, reference = load_file(logdir / "c" / "model.safetensors"), load_file(logdir / "e" / "model.safetensors")
+    assert weights.keys() == reference.keys() and not any("_orig_mod" in k for k in weights)
+    for name in weights:  # dynamo's eager backend runs the same kernels: the same numbers
+        assert torch.equal(weights[name], reference[name]), name
+    logged = read_events(str(logdir / "c")).scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(load_model(str(logdir / "c")), data_dir) == pytest.approx(logged)
+
+
+def test_a_killed_compiled_run_resumes_to_the_same_compiled_run_left_alone(data_dir: Path, tmp_path: Path):
+    logdir = tmp_path / "runs"
+    args = (*UNEVEN, "--checkpoint-every", "4")
+    alone = launch(tiny_args(data_dir, logdir, "alone", *args), config=None, env=compiled())
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    killed = launch(tiny_args(data_dir, logdir, "k", *args), config=None, env={**compiled(), VARIABLE: "step:14"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = launch(["--run", "k", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume", *args],
+                     config=None, env={**compiled(), **TRACE_LOGS})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at epoch 1, step 12 (2 batches into epoch 2)" in resumed.stdout
+    assert_one_graph(resumed.stderr)
+    weights, reference = load_file(logdir / "k" / "model.safetensors"), load_file(logdir / "alone" / "model.safetensors")
+    for name in reference:
+        assert torch.equal(weights[name], reference[name]), name
+
+
+def test_two_compiled_processes_train_and_save_plain_names(data_dir: Path, tmp_path: Path):
+    logdir = tmp_path / "runs"
+    cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "accelerate_configs" / "multi_cpu.yaml"),
+           "--dynamo_backend", "eager", str(ROOT / "train.py"), *tiny_args(data_dir, logdir, "two", "--epochs", "1")]
+    result = subprocess.run(cmd, cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = logdir / "two"
+    assert read_events(str(run)).scalars[tracking.TEST_SAMPLES].values == [N_TEST]
+    assert not any("_orig_mod" in k for k in load_file(run / "model.safetensors"))
+    logged = read_events(str(run)).scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
+
+
+def test_inductor_compiles_the_step_once(data_dir: Path, tmp_path: Path):
+    """The real compiler, once: generated kernels train the tiny model, with one graph and plain names."""
+    logdir = tmp_path / "runs"
+    result = launch(tiny_args(data_dir, logdir, "ind", *UNEVEN, "--max-steps", "11"), config=None,
+                    env={**compiled("inductor"), **TRACE_LOGS}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_one_graph(result.stderr)
+    assert "stopped at --max-steps 11" in result.stdout
+    model = load_model(str(logdir / "ind"))
+    logged = read_events(str(logdir / "ind")).scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(model, data_dir) == pytest.approx(logged)
