@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import platform
 import signal
 import time
 from dataclasses import dataclass
@@ -366,7 +367,7 @@ def _write_config(acc: Accelerator, run_dir: str, recipe: Recipe, args: ParsedAr
             "recipe": recipe_to_dict(recipe), "preset": args.preset,
             "options": dataclasses.asdict(args.options), "parameters": parameters,
             "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
-            "versions": _versions(),
+            "hardware": _hardware(acc), "versions": _versions(),
         }
         try:
             os.makedirs(run_dir, exist_ok=True)
@@ -376,6 +377,13 @@ def _write_config(acc: Accelerator, run_dir: str, recipe: Recipe, args: ParsedAr
     error = broadcast_object_list([error])[0] if acc.num_processes > 1 else error
     if error:
         raise UserError(error)
+
+
+def _hardware(acc: Accelerator) -> dict[str, Any]:
+    """What the run started on (a model card reports it): the device type and name, and the machine's CPU cores."""
+    cuda = acc.device.type == "cuda"
+    name = torch.cuda.get_device_name(acc.device) if cuda else platform.processor() or platform.machine()
+    return {"device": acc.device.type, "device_name": name, "cpu_cores": os.cpu_count()}
 
 
 def _versions() -> dict[str, str]:
