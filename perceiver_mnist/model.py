@@ -133,6 +133,7 @@ class PerceiverClassifier(nn.Module):
 
     def __init__(self, recipe: Recipe):
         super().__init__()
+        self.recipe = recipe  # what it was built from: its dataset names the classes
         self.adapter = build_adapter(recipe)
         width = self.adapter.token_features
         self.project = nn.Linear(width, recipe.token_dim) if recipe.token_dim else nn.Identity()

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from perceiver_pytorch import PerceiverIO
-from safetensors.torch import save_file
 
 from perceiver_mnist import build_model, load_model, preset
 from perceiver_mnist.config import recipe_to_dict
 from perceiver_mnist.errors import UserError
 from perceiver_mnist.model import PerceiverClassifier, count_parameters, fourier_positions
+
+from .conftest import saved_run
 
 
 def seed_reference_count() -> int:
@@ -170,16 +170,6 @@ def test_token_dropout_hides_tokens_before_the_token_blocks_can_mix_them_into_th
             model(batch)
         unseen += torch.equal(contexts[-2], contexts[-1])
     assert unseen == 4  # the dropped patches, and only they, leave no trace in what the encoder reads
-
-
-def saved_run(path: Path, name: str = "tiny", weights_of: str | None = None) -> PerceiverClassifier:
-    """A run directory as train.py leaves it (config.json + model.safetensors), without training; the weights can
-    be another preset's."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps({"recipe": recipe_to_dict(preset(name)), "options": {}}))
-    model = build_model(preset(weights_of or name))
-    save_file(model.state_dict(), path / "model.safetensors")
-    return model.eval()
 
 
 def test_load_model_gives_back_the_saved_weights(tmp_path):
