@@ -13,7 +13,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +177,14 @@ def load_test_set(data_dir: str, dataset: str) -> InMemoryDataset:
     """Only the test split (for figures: the training files need not be there)."""
     ensure_files(data_dir, dataset, train=False)
     return InMemoryDataset(*_read_split(data_dir, dataset, train=False))
+
+
+def run_test_set(config: dict[str, Any], data_dir: str | None = None) -> InMemoryDataset:
+    """The test split of the dataset a run's ``config.json`` names: from ``data_dir``, else from the run's own
+    ``--data-dir`` (when its saved options say one), else from ``data``."""
+    options = config.get("options") if isinstance(config.get("options"), dict) else {}
+    saved_dir = options.get("data_dir") if isinstance(options.get("data_dir"), str) else None
+    return load_test_set(data_dir or saved_dir or "data", config["recipe"]["dataset"])
 
 
 class EpochSampler(Sampler[int]):
