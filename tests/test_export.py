@@ -15,10 +15,12 @@ from huggingface_hub import ModelCard
 
 from perceiver_mnist import PerceiverMNIST, load_model, tracking
 from perceiver_mnist.config import recipe_to_dict
+from perceiver_mnist.data import to_float
 from perceiver_mnist.errors import UserError
 from perceiver_mnist.events import read_events
 from perceiver_mnist.hub import export_hf, push_to_hub
 from perceiver_mnist.onnx_export import INSTALL, compare_onnx, random_images, require_export_extra
+from perceiver_mnist.predict import open_picture, preprocess
 
 from .conftest import ROOT, offline_env
 
@@ -135,6 +137,20 @@ def test_onnx_matches_pytorch_with_any_batch_size(tiny_run, data_dir, tmp_path):
     one = torch.rand(1, 1, 28, 28)
     got = session.run(None, {"images": one.numpy()})[0]
     assert got.shape == (1, 10) and torch.allclose(torch.from_numpy(got), model(one), atol=1e-4)
+
+
+    # Serving needs no torch: the README's snippet, on a picture, in a process that never imports it.
+    picture = ROOT / "docs" / "pictures" / "photo_7.jpg"
+    code = ("import sys; import numpy as np; import onnxruntime; "
+            "from perceiver_mnist.predict import open_picture, preprocess; "
+            f"session = onnxruntime.InferenceSession({str(out)!r}); "
+            f"images = preprocess(open_picture({str(picture)!r}))[None, None].astype(np.float32) / 255; "
+            "print(session.run(None, {'images': images})[0].tolist()); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    served = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert served.returncode == 0, served.stderr[-2000:]
+    expected = model(to_float(torch.from_numpy(preprocess(open_picture(str(picture))))[None]))
+    assert torch.allclose(torch.tensor(json.loads(served.stdout)), expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("package", ["onnx", "onnxscript", "onnxruntime"])
