@@ -244,6 +244,8 @@ def load_weights(model: nn.Module, path: str) -> None:
 def load_model(path: str) -> PerceiverClassifier:
     """The trained model of a run directory, or of a folder written by ``export.py --format hf``, in eval mode on
     the CPU. Both hold the recipe in ``config.json`` and the weights in ``model.safetensors``."""
+    if not os.path.isdir(path):
+        raise UserError(f"{path} is not a folder: give a run directory or a folder written by export.py")
     config = read_config(path)
     recipe = recipe_from_dict(config["recipe"], path)
     weights_path = os.path.join(path, WEIGHTS_FILE)

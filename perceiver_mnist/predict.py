@@ -25,7 +25,7 @@ from .config import IMAGE_SIZE
 from .errors import UserError
 
 DIGIT_BOX = 20        # MNIST: the ink's longer side fills 20 pixels of the 28x28 frame
-CENTRE = 14.0         # where MNIST puts the centre of mass (row and column 14 of 0..27: measured, 13.99 and 14.01)
+CENTRE = 14.0         # MNIST's centre of mass: every test digit's lies in [13.5, 14.5) of rows and columns 0..27
 WORK_SIDE = 1024      # larger pictures are first shrunk to this longer side: a 12 MP photo needs no more
 MIN_CONTRAST = 0.2    # ink must stand this far (of black to white) above the background, or the page is blank
 STRONG = 0.5          # seeds: at least this fraction of the ink's peak after the median

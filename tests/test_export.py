@@ -138,7 +138,6 @@ def test_onnx_matches_pytorch_with_any_batch_size(tiny_run, data_dir, tmp_path):
     got = session.run(None, {"images": one.numpy()})[0]
     assert got.shape == (1, 10) and torch.allclose(torch.from_numpy(got), model(one), atol=1e-4)
 
-
     # Serving needs no torch: the README's snippet, on a picture, in a process that never imports it.
     picture = ROOT / "docs" / "pictures" / "photo_7.jpg"
     code = ("import sys; import numpy as np; import onnxruntime; "

@@ -208,6 +208,11 @@ def test_a_bad_weights_file_is_one_clear_error(case, message, tmp_path):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_load_model_needs_a_folder(tmp_path):
+    with pytest.raises(UserError, match="is not a folder: give a run directory or a folder written by export.py"):
+        load_model(str(tmp_path / "nowhere"))
+
+
 def test_a_bug_while_loading_keeps_its_traceback(tmp_path, monkeypatch):
     saved_run(tmp_path / "run")
 
