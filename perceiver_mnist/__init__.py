@@ -1,7 +1,7 @@
 """perceiver-mnist: a Perceiver IO image classifier that trains the same way on a CPU, GPUs and machines."""
 from .config import Recipe, preset
 
-__all__ = ["Recipe", "preset", "build_model", "load_model"]
+__all__ = ["Recipe", "preset", "build_model", "load_model", "PerceiverMNIST"]
 
 
 def __getattr__(name: str):
@@ -9,4 +9,7 @@ def __getattr__(name: str):
     if name in ("build_model", "load_model"):
         from . import model
         return getattr(model, name)
+    if name == "PerceiverMNIST":  # the model with the Hugging Face Hub's from_pretrained / save_pretrained
+        from . import hub
+        return hub.PerceiverMNIST
     raise AttributeError(name)

@@ -13,7 +13,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ class DatasetInfo:
     mean: float  # per-pixel statistics of the training set, used by the model's input adapter
     std: float
     sha256: dict[str, str] | None  # of the uncompressed IDX files, checked when extracting a shipped .gz
+    classes: tuple[str, ...]  # the name of each label, in label order (what predict.py prints)
 
     @property
     def folder(self) -> str:
@@ -51,8 +52,9 @@ DATASETS = {
         "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
         "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    }),
-    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, 0.2860, 0.3530, None),
+    }, tuple(str(digit) for digit in range(NUM_CLASSES))),
+    # torchvision's names, in Zalando's label order (7 is Sneaker, 8 is Bag).
+    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, 0.2860, 0.3530, None, tuple(datasets.FashionMNIST.classes)),
 }
 
 
@@ -175,6 +177,14 @@ def load_test_set(data_dir: str, dataset: str) -> InMemoryDataset:
     """Only the test split (for figures: the training files need not be there)."""
     ensure_files(data_dir, dataset, train=False)
     return InMemoryDataset(*_read_split(data_dir, dataset, train=False))
+
+
+def run_test_set(config: dict[str, Any], data_dir: str | None = None) -> InMemoryDataset:
+    """The test split of the dataset a run's ``config.json`` names: from ``data_dir``, else from the run's own
+    ``--data-dir`` (when its saved options say one), else from ``data``."""
+    options = config.get("options") if isinstance(config.get("options"), dict) else {}
+    saved_dir = options.get("data_dir") if isinstance(options.get("data_dir"), str) else None
+    return load_test_set(data_dir or saved_dir or "data", config["recipe"]["dataset"])
 
 
 class EpochSampler(Sampler[int]):

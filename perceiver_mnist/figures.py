@@ -243,13 +243,10 @@ def _model_figures(w: Writer, run_dir: str, data_dir: str | None) -> None:
     try:
         import torch
 
-        from .data import load_test_set, to_float
+        from .data import run_test_set, to_float
         from .model import load_model
         model = load_model(run_dir)
-        config = read_config(run_dir)
-        options = config.get("options") if isinstance(config.get("options"), dict) else {}
-        saved_dir = options.get("data_dir") if isinstance(options.get("data_dir"), str) else None
-        test = load_test_set(data_dir or saved_dir or "data", config["recipe"]["dataset"])
+        test = run_test_set(read_config(run_dir), data_dir)
     except UserError as err:
         w.report.notices.append(f"{names}: skipped, {err}")
         return

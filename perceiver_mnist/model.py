@@ -21,6 +21,7 @@ import os
 import torch
 from perceiver_pytorch import PerceiverIO
 from perceiver_pytorch.perceiver_io import Attention, FeedForward, PreNorm, dropout_seq
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -132,6 +133,7 @@ class PerceiverClassifier(nn.Module):
 
     def __init__(self, recipe: Recipe):
         super().__init__()
+        self.recipe = recipe  # what it was built from: its dataset names the classes
         self.adapter = build_adapter(recipe)
         width = self.adapter.token_features
         self.project = nn.Linear(width, recipe.token_dim) if recipe.token_dim else nn.Identity()
@@ -217,18 +219,41 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def load_model(run_dir: str) -> PerceiverClassifier:
-    """The trained model of a run (``config.json`` + ``model.safetensors``), in eval mode, on the CPU."""
-    weights_path = os.path.join(run_dir, WEIGHTS_FILE)
-    recipe = recipe_from_dict(read_config(run_dir)["recipe"], run_dir)
-    if not os.path.isfile(weights_path):
-        raise UserError(f"{weights_path} not found: the run has not finished (resume it to completion)")
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a ``model.safetensors`` into ``model``; a missing, unreadable or corrupt file, or one saved from another
+    architecture, is a ``UserError`` (anything else is a bug and keeps its traceback)."""
     try:
-        model = build_model(recipe)
-        model.load_state_dict(load_file(weights_path))
-    except UserError:
-        raise
-    except Exception as err:
-        one_line = " ".join(str(err).split())
-        raise UserError(f"cannot load the model of {run_dir} ({type(err).__name__}: {one_line[:160]})") from None
+        state = load_file(path)
+    except SafetensorError as err:
+        raise UserError(f"{path} is not a valid safetensors file ({err}); restore it or train again") from None
+    except OSError as err:  # missing, a directory, no permission, an I/O error
+        raise UserError(f"cannot read {path} ({err.strerror or err})") from None
+    # Compared here, so that load_state_dict has nothing left to refuse: its errors would be bugs.
+    expected = model.state_dict()
+    problems = [f"{len(names)} {kind}, e.g. {names[0]}" for kind, names in (
+        ("missing", sorted(set(expected) - set(state))),
+        ("unexpected", sorted(set(state) - set(expected))),
+        ("of the wrong shape", sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)),
+    ) if names]
+    if problems:
+        raise UserError(f"{path} holds the weights of another model than its config.json's recipe "
+                        f"({'; '.join(problems)}); restore the matching pair of files")
+    model.load_state_dict(state)
+
+
+def load_model(path: str) -> PerceiverClassifier:
+    """The trained model of a run directory, or of a folder written by ``export.py --format hf``, in eval mode on
+    the CPU. Both hold the recipe in ``config.json`` and the weights in ``model.safetensors``."""
+    if not os.path.isdir(path):
+        raise UserError(f"{path} is not a folder: give a run directory or a folder written by export.py")
+    config = read_config(path)
+    recipe = recipe_from_dict(config["recipe"], path)
+    weights_path = os.path.join(path, WEIGHTS_FILE)
+    if not os.path.isfile(weights_path):
+        # A run's config.json also holds its options; an exported folder's holds the recipe alone.
+        fix = "the run has not finished (resume it to completion)" if "options" in config else \
+            "the folder is not a complete export (export it again)"
+        raise UserError(f"{weights_path} not found: {fix}")
+    model = build_model(recipe)
+    load_weights(model, weights_path)
     return model.eval()

@@ -109,8 +109,8 @@ def read_config(run_dir: str) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise UserError(f"{path} is unreadable ({err}); restore it or start a new run") from None
     if not isinstance(config, dict) or not isinstance(config.get("recipe"), dict):
-        raise UserError(f"{path} holds no recipe (not a config.json written by train.py); restore it or start a "
-                        f"new run")
+        raise UserError(f"{path} holds no recipe (not a config.json written by train.py or export.py); restore it "
+                        f"or start a new run")
     return config
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
@@ -75,7 +77,15 @@ class Run:
         return {"recipe": recipe_to_dict(self.recipe), "preset": self.preset,
                 "options": dataclasses.asdict(self.options), "parameters": parameters,
                 "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
+                "hardware": _hardware(acc),
                 "versions": {pkg: version(pkg) for pkg in ("torch", "accelerate", "perceiver-pytorch")}}
+
+
+def _hardware(acc: Accelerator) -> dict[str, Any]:
+    """What the run started on (a model card reports it): the device type and name, and the machine's CPU cores."""
+    cuda = acc.device.type == "cuda"
+    name = torch.cuda.get_device_name(acc.device) if cuda else platform.processor() or platform.machine()
+    return {"device": acc.device.type, "device_name": name, "cpu_cores": os.cpu_count()}
 
 
 @contextmanager

@@ -1,12 +1,15 @@
 """Shared fixtures: tiny synthetic MNIST-format data, and a real tiny training run made once per session."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,3 +89,19 @@ def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = launch(tiny_args(data_dir, logdir, "tiny", "--log-every", "2", "--grid-images", "8"))
     assert result.returncode == 0, result.stderr[-3000:]
     return logdir / "tiny"
+
+
+def saved_run(path: Path, name: str = "tiny", weights_of: str | None = None, **changes: Any):
+    """A run directory as train.py leaves it (config.json + model.safetensors) with freshly initialised weights, in
+    a moment: the preset ``name`` with ``changes``; the weights can be another preset's. Returns the model, eval."""
+    from safetensors.torch import save_file
+
+    from perceiver_mnist import build_model, preset
+    from perceiver_mnist.config import recipe_to_dict
+
+    recipe = dataclasses.replace(preset(name), **changes)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"recipe": recipe_to_dict(recipe), "options": {}}))
+    model = build_model(preset(weights_of) if weights_of else recipe)
+    save_file(model.state_dict(), path / "model.safetensors")
+    return model.eval()

@@ -1,12 +1,18 @@
-"""Tiny shapes, parameter counts per preset, input adapters, attention maps."""
+"""Tiny shapes, parameter counts per preset, input adapters, attention maps, loading saved weights."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from perceiver_pytorch import PerceiverIO
 
-from perceiver_mnist import build_model, preset
-from perceiver_mnist.model import count_parameters, fourier_positions
+from perceiver_mnist import build_model, load_model, preset
+from perceiver_mnist.config import recipe_to_dict
+from perceiver_mnist.errors import UserError
+from perceiver_mnist.model import PerceiverClassifier, count_parameters, fourier_positions
+
+from .conftest import saved_run
 
 
 def seed_reference_count() -> int:
@@ -164,3 +170,55 @@ def test_token_dropout_hides_tokens_before_the_token_blocks_can_mix_them_into_th
             model(batch)
         unseen += torch.equal(contexts[-2], contexts[-1])
     assert unseen == 4  # the dropped patches, and only they, leave no trace in what the encoder reads
+
+
+def test_load_model_gives_back_the_saved_weights(tmp_path):
+    saved = saved_run(tmp_path / "run")
+    loaded = load_model(str(tmp_path / "run"))
+    x = torch.rand(3, 1, 28, 28)
+    assert not loaded.training and torch.equal(loaded(x), saved(x))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", "model.safetensors is not a valid safetensors file (Error while deserializing header"),
+    ("garbage", "model.safetensors is not a valid safetensors file"),
+    ("other_model", "holds the weights of another model than its config.json's recipe ("),
+    ("other_model", " unexpected, e.g. perceiver.layers.1."),  # default has 4 latent blocks, tiny 1
+    ("other_shapes", " of the wrong shape, e.g. perceiver.cross_attend_block."),
+    ("missing", "model.safetensors not found: the run has not finished (resume it to completion)"),
+    ("a_directory", "model.safetensors not found"),
+])
+def test_a_bad_weights_file_is_one_clear_error(case, message, tmp_path):
+    run = tmp_path / "run"
+    saved_run(run, weights_of={"other_model": "default"}.get(case))
+    weights = run / "model.safetensors"
+    if case == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif case == "garbage":
+        weights.write_bytes(b"not a safetensors file")
+    elif case == "other_shapes":
+        recipe = recipe_to_dict(preset("tiny"))
+        (run / "config.json").write_text(json.dumps({"recipe": {**recipe, "latent_dim": 32}, "options": {}}))
+    elif case in ("missing", "a_directory"):
+        weights.unlink()
+        if case == "a_directory":
+            weights.mkdir()
+    with pytest.raises(UserError) as err:
+        load_model(str(run))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_load_model_needs_a_folder(tmp_path):
+    with pytest.raises(UserError, match="is not a folder: give a run directory or a folder written by export.py"):
+        load_model(str(tmp_path / "nowhere"))
+
+
+def test_a_bug_while_loading_keeps_its_traceback(tmp_path, monkeypatch):
+    saved_run(tmp_path / "run")
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug in our code, not a bad file")
+
+    monkeypatch.setattr(PerceiverClassifier, "load_state_dict", bug)
+    with pytest.raises(TypeError, match="a bug in our code"):
+        load_model(str(tmp_path / "run"))
