@@ -77,27 +77,38 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
 
 
-def ema_update_fn(decay: float):
-    """``multi_avg_fn`` for ``AveragedModel``: an exponential moving average whose decay ramps up as
-    (1 + n) / (10 + n) towards ``decay`` (n: updates so far).
+class WeightAverage(AveragedModel):
+    """An exponential moving average of a model's weights whose decay ramps up as (1 + n) / (10 + n) towards
+    ``decay`` (n: updates so far), updated without ever reading a value on the host.
 
     Without the ramp, a 0.999 average still weighs the random initial weights by 0.999**n (63% after the first
-    epoch of 469 steps), and its accuracy lags the raw weights for several epochs. The decay is computed as a
-    tensor from AveragedModel's counter, never read on the host.
+    epoch of 469 steps), and its accuracy lags the raw weights for several epochs. torch's own update reads its
+    counter twice per step (``if n_averaged == 0``) and turns a tensor weight into a Python number; here the
+    counter lives on the model's device and the first update, a copy, is a lerp with weight 1 (exact). Same state
+    dict as ``AveragedModel``: checkpoints load either way.
     """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        device = next(model.parameters()).device
+        super().__init__(model, device=device, use_buffers=True)
+        self.decay = decay
+
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = num_averaged.to(averaged[0].dtype)
-        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
-        torch._foreach_lerp_(averaged, current, weight)
-    return update
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        current = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        n = self.n_averaged.to(averaged[0].dtype)
+        weight = torch.where(n == 0, 1.0, 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=self.decay))
+        # The list overload takes the 0-dim weight as a tensor; the scalar overload would read it on the host.
+        torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
+        self.n_averaged += 1
 
 
-def build_ema(model: torch.nn.Module, recipe: Recipe) -> AveragedModel | None:
+def build_ema(model: torch.nn.Module, recipe: Recipe) -> WeightAverage | None:
     """The weight average of ``model`` that --ema-decay asks for (None when it is 0)."""
     if not recipe.ema_decay:
         return None
-    return AveragedModel(model, multi_avg_fn=ema_update_fn(recipe.ema_decay), use_buffers=True)
+    return WeightAverage(model, recipe.ema_decay)
 
 
 @dataclass
@@ -109,7 +120,7 @@ class Learner:
     model: torch.nn.Module            # wrapped by prepare() (DistributedDataParallel on several processes)
     optimizer: torch.optim.Optimizer
     scheduler: Any                    # per-step LambdaLR over ``lr_factor``
-    ema: AveragedModel | None         # the weight average that is evaluated and saved, with --ema-decay
+    ema: WeightAverage | None         # the weight average that is evaluated and saved, with --ema-decay
 
     @property
     def module(self) -> torch.nn.Module:
