@@ -4,11 +4,12 @@ FLOPs of one training step (forward + backward, optimizer excluded) are counted 
 the step timed is train.py's own, ``engine.train_step`` (augmentation, loss, backward, clipping, AdamW, schedule,
 weight average). The matmul peak is a large square fp32 matmul measured in the same process, with the same threads
 (or on the same GPU with --device cuda, where the step runs in fp32 as single_gpu.yaml does; TF32 stays off,
-PyTorch's default). `aten_ops_per_step` counts
-the leaf ATen operations of one step: on a GPU each is at least one kernel launch, so a step cannot take less than
-that many times the per-launch cost of the host, however little arithmetic it does.
+PyTorch's default). `aten_ops_per_step` counts the leaf ATen operations of one step: on a GPU each is at least one
+kernel launch, so a step cannot take less than that many times the per-launch cost of the host, however little
+arithmetic it does.
 
-    python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20] [--device cuda]
+    python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20] [--compile] [--device cuda]
+                          [--sync-debug]
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import os
 import sys
 import time
 from dataclasses import replace
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
@@ -57,10 +59,11 @@ def leaf_ops(fn: Callable[[], None]) -> int:
     return sum(not any(c.name.startswith("aten::") for c in e.cpu_children) for e in aten)
 
 
-def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu",
-                        compile: bool = False) -> tuple[int, float, int]:
-    """FLOPs of one step, the time in seconds of ``engine.train_step`` (what train.py runs) and its leaf ATen
-    operations."""
+def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", compile: bool = False,
+                        no_sync: bool = False) -> tuple[int, float, int, float]:
+    """FLOPs of one step, the time in seconds of ``engine.train_step`` (what train.py runs), its leaf ATen
+    operations, and the time of the first step (with ``compile``: tracing and code generation included). With
+    ``no_sync`` on a GPU, a timed step that synchronises with the device raises."""
     recipe = preset(name)
     acc = Accelerator(cpu=device == "cpu")
     torch.manual_seed(0)
@@ -78,15 +81,34 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu",
         loss_fn(model(to_float(images)), labels, recipe).backward()
     flops = counter.get_total_flops()
     learner.optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    t0 = time.perf_counter()
+    step()
+    sync(device)
+    first = time.perf_counter() - t0
     for _ in range(10):  # warm-up: the first steps of a shape pay for allocations and kernel selection
         step()
     ops = leaf_ops(step)
     sync(device)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
+    with sync_debug(device == "cuda" and no_sync):
+        for _ in range(steps):
+            step()
     sync(device)
-    return flops, (time.perf_counter() - t0) / steps, ops
+    return flops, (time.perf_counter() - t0) / steps, ops, first
+
+
+@contextmanager
+def sync_debug(on: bool) -> Iterator[None]:
+    """On a GPU, make any host-device synchronisation inside the block an error (torch's sync debug mode)."""
+    if not (on and torch.cuda.is_available()):
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def main() -> None:
@@ -94,24 +116,31 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[preset("default").batch_size])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--compile", action="store_true", help="Also time the step with torch.compile(model).")
+    parser.add_argument("--compile", action="store_true",
+                        help="Also time the step with the model compiled by torch.compile (inductor), as accelerate's "
+                             "--dynamo_backend inductor compiles it, and report the compile time (its first step).")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sync-debug", action="store_true",
+                        help="With --device cuda: fail if a timed step synchronises with the GPU (torch's sync "
+                             "debug mode), i.e. prove the step never waits for the device.")
     args = parser.parse_args()
     peak = matmul_flops_per_s(args.device)
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     print(json.dumps({"device": where, "fp32_matmul_gflops": round(peak / 1e9, 1)}), flush=True)
     for batch in args.batch_sizes:
-        flops, seconds, ops = training_step_flops(args.preset, batch, args.steps, args.device)
+        flops, seconds, ops, _ = training_step_flops(args.preset, batch, args.steps, args.device,
+                                                     no_sync=args.sync_debug)
         achieved = flops / seconds
         print(json.dumps({"preset": args.preset, "batch_size": batch, "gflop_per_step": round(flops / 1e9, 2),
                           "step_s": round(seconds, 4), "samples_per_s": round(batch / seconds, 1),
                           "achieved_gflops": round(achieved / 1e9, 1), "efficiency": round(achieved / peak, 3),
                           "aten_ops_per_step": ops}), flush=True)
         if args.compile:
-            _, compiled, _ = training_step_flops(args.preset, batch, args.steps, args.device, compile=True)
+            _, compiled, _, first = training_step_flops(args.preset, batch, args.steps, args.device, compile=True,
+                                                        no_sync=args.sync_debug)
             print(json.dumps({"preset": args.preset, "batch_size": batch, "compiled_step_s": round(compiled, 4),
                               "compiled_samples_per_s": round(batch / compiled, 1),
-                              "speedup": round(seconds / compiled, 2)}), flush=True)
+                              "speedup": round(seconds / compiled, 2), "compile_s": round(first, 1)}), flush=True)
     print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s(args.device) / 1e9, 1)}), flush=True)
 
 
