@@ -80,7 +80,7 @@ def test_the_model_card_says_what_how_well_where_and_how_to_use_it(exported, run
 def test_exporting_again_replaces_an_earlier_export_but_never_a_run(exported, run_with_figure, tiny_run):
     export_hf(str(tiny_run), str(exported))  # no summary figure drawn for this one: the earlier one goes
     assert sorted(p.name for p in exported.iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    with pytest.raises(UserError, match=r"already holds other files \(checkpoints, events.out.tfevents"):
+    with pytest.raises(UserError, match=r"already holds other files \(\.lock, checkpoints, events.out.tfevents"):
         export_hf(str(tiny_run), str(run_with_figure))
 
 

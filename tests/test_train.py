@@ -123,7 +123,7 @@ def test_two_processes_shard_training_and_count_each_test_image_once(data_dir: P
 @pytest.mark.parametrize("config, distributed, processes, precision", [
     ("cpu.yaml", "NO", 1, "no"), ("multi_cpu.yaml", "MULTI_GPU", 2, "no"), ("single_gpu.yaml", "NO", 1, "no"),
     ("multi_gpu.yaml", "MULTI_GPU", 2, "no"), ("fp16.yaml", "NO", 1, "fp16"), ("bf16.yaml", "NO", 1, "bf16"),
-    ("multi_node.yaml", "MULTI_GPU", 16, "no"),
+    ("multi_node.yaml", "MULTI_GPU", 16, "no"), ("bf16_compile.yaml", "NO", 1, "bf16"),
 ])
 def test_accelerate_configs_parse_with_accelerates_loader(config, distributed, processes, precision):
     from accelerate.commands.config.config_args import load_config_from_file
@@ -133,7 +133,10 @@ def test_accelerate_configs_parse_with_accelerates_loader(config, distributed, p
     assert cfg.use_cpu == config.endswith("cpu.yaml")
     assert sorted(p.name for p in (ROOT / "accelerate_configs").glob("*.yaml")) == sorted(
         ["cpu.yaml", "multi_cpu.yaml", "single_gpu.yaml", "multi_gpu.yaml", "fp16.yaml", "bf16.yaml",
-         "multi_node.yaml"])
+         "multi_node.yaml", "bf16_compile.yaml"])
+    # Compilation comes from the config too: only the config named for it asks for it.
+    backend = (cfg.dynamo_config or {}).get("dynamo_backend", "NO")
+    assert backend == ("INDUCTOR" if config == "bf16_compile.yaml" else "NO")
 
 
 def tree_digest(path: Path) -> dict[str, str]:
