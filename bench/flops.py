@@ -76,7 +76,7 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
     def step() -> None:
         train_step(learner, images, labels, step=0)
 
-    model = acc.unwrap_model(learner.model)
+    model = learner.module  # not the compiled wrapper: counting must not be its first (compiling) call
     with FlopCounterMode(display=False) as counter:
         loss_fn(model(to_float(images)), labels, recipe).backward()
     flops = counter.get_total_flops()

@@ -8,9 +8,6 @@ validation images. Prints samples/s and validation accuracy of the raw weights (
 variant with one). A field this script cannot honour (``val_size``: the split is fixed) is refused, not ignored.
 
     python bench/sweep.py '{"name": {"field": value, ...}, ...}' --epochs N [--data-dir ../shared/data]
-
-(Before 2026-11-30 this script took a step count and ran its own warm-up and cosine over it, whatever a variant's
-schedule said; the commands of rounds 1-7 in docs/model-selection.md ran that version.)
 """
 from __future__ import annotations
 
@@ -66,7 +63,7 @@ def run_variant(name: str, recipe: Recipe, data_dir: str) -> None:
     seconds = time.perf_counter() - t0
     result = {"variant": name, "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
                                           if v != getattr(preset("default"), k)},
-              "parameters": count_parameters(acc.unwrap_model(learner.model)), "steps": step,
+              "parameters": count_parameters(learner.module), "steps": step,
               "seconds": round(seconds, 1), "samples_per_s": round(len(splits.train) * recipe.epochs / seconds),
               "val_accuracy": round(evaluate(dataclasses.replace(learner, ema=None), val_loader)["accuracy"], 2)}
     if learner.ema is not None:  # the weight average, which is what train.py evaluates and saves

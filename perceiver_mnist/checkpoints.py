@@ -125,6 +125,8 @@ def _check_rng_states(path: str, num_processes: int) -> None:
 # and keeps its traceback. RuntimeError: torch's zip reader ("PytorchStreamReader failed ...") and load_state_dict's
 # key or shape mismatch; ValueError: an optimizer state of another shape; KeyError: a state without its entries.
 UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, SafetensorError, RuntimeError, ValueError, KeyError)
+# RuntimeErrors that say nothing about the file: out of memory, a failed collective.
+NOT_THE_FILE = (torch.cuda.OutOfMemoryError, torch.distributed.DistError)
 
 
 def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
@@ -142,6 +144,8 @@ def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
             continue
         try:
             accelerator.load_state(path)
+        except NOT_THE_FILE:
+            raise
         except UNREADABLE as err:
             _warn_unreadable(accelerator, path, err)
             continue

@@ -147,11 +147,12 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int, *loade
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, recipe=recipe, steps_per_epoch=steps_per_epoch))
     model, optimizer, scheduler, *loaders = acc.prepare(model, optimizer, scheduler, *loaders)
+    learner = Learner(acc, recipe, model, optimizer, scheduler, ema=None)
     # Built from the plain module: a copy of the compiled wrapper would compile a second time.
-    ema = build_ema(acc.unwrap_model(model, keep_torch_compile=False), recipe)
-    if ema is not None:
-        acc.register_for_checkpointing(ema)  # saved and restored with the checkpoints (before any load_state)
-    return Learner(acc, recipe, model, optimizer, scheduler, ema), loaders
+    learner.ema = build_ema(learner.module, recipe)
+    if learner.ema is not None:
+        acc.register_for_checkpointing(learner.ema)  # saved and restored with the checkpoints (before load_state)
+    return learner, loaders
 
 
 def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
@@ -264,7 +265,7 @@ class EpochResult:
 def train(args: ParsedArgs) -> int:
     """Run (or resume) one training run; returns the process exit code."""
     acc = make_accelerator(args.options.logdir)
-    with open_run(acc, args) as run, StopRequest() as stop:
+    with open_run(acc, args) as run:
         recipe, opts = run.recipe, run.options
         set_seed(opts.seed)
         with acc.local_main_process_first():  # one download/extraction per machine; the others then read it
@@ -279,15 +280,27 @@ def train(args: ParsedArgs) -> int:
         state = run.start(acc, parameters, steps_per_epoch)
         if state is None:
             return 0
-        train_loader, test_loader, val_loader = loaders
-        t = Trainer(run=run, learner=learner, train_loader=train_loader, test_loader=test_loader,
-                    val_loader=val_loader, splits=splits, state=state, stop=stop)
-        start_logging(t)
         acc.print(f"run {run.dir}: {parameters:,} parameters, {acc.num_processes} process(es) on {acc.device}, "
                   f"precision {acc.mixed_precision}, {len(splits.train)} train / {len(splits.test)} test images, "
                   f"{steps_per_epoch} steps per epoch")
-        summary: dict[str, Any] = {}
-        while state.epoch < recipe.epochs:
+        summary = train_epochs(Trainer(run=run, learner=learner, train_loader=loaders[0], test_loader=loaders[1],
+                                       val_loader=loaders[2], splits=splits, state=state, stop=StopRequest()))
+        if summary is None:
+            return EXIT_INTERRUPTED
+    acc.print(f"done: {os.path.join(run.dir, WEIGHTS_FILE)}" + (
+        f" | test accuracy {summary['test_accuracy']:.2f}%" if summary else ""))
+    return 0
+
+
+def train_epochs(t: Trainer) -> dict[str, Any] | None:
+    """For each epoch: train, evaluate, log and checkpoint; then save the final weights. Returns the last epoch's
+    numbers, or None when a signal stopped the run (after saving a checkpoint). Ctrl-C and SIGTERM are caught from
+    here on only: during start-up (a download, a compile, loading a checkpoint) they stop the process at once."""
+    acc, state, opts = t.learner.accelerator, t.state, t.run.options
+    start_logging(t)
+    summary: dict[str, Any] = {}
+    with t.stop:
+        while state.epoch < t.run.recipe.epochs:
             epoch = train_one_epoch(t)
             interrupted = epoch.stopped == "signal"
             if not (interrupted and state.batch_in_epoch):  # a signal mid-epoch leaves at once, unevaluated
@@ -296,15 +309,13 @@ def train(args: ParsedArgs) -> int:
             if interrupted:
                 acc.print(f"interrupted at step {state.step}: saved {path}. Resume with: {opts.resume_command()}")
                 acc.end_training()
-                return EXIT_INTERRUPTED
+                return None
             if epoch.stopped == "max_steps":
                 acc.print(f"stopped at --max-steps {opts.max_steps}")
                 break
-        save_weights(t)
-        acc.end_training()
-    acc.print(f"done: {os.path.join(run.dir, WEIGHTS_FILE)}" + (
-        f" | test accuracy {summary['test_accuracy']:.2f}%" if summary else ""))
-    return 0
+    save_weights(t)
+    acc.end_training()
+    return summary
 
 
 def train_one_epoch(t: Trainer) -> EpochResult:

@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from . import tracking
-from .config import PRESETS, preset, recipe_from_dict, recipe_to_dict
+from .config import PRESETS, Recipe, preset, recipe_from_dict, recipe_to_dict
 from .data import DATASETS
 from .errors import UserError
 from .events import read_events
@@ -105,8 +105,6 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
     data.datasets = [HUB_DATASETS[recipe.dataset]]
     data.metrics = ["accuracy"]
     preset_name = config.get("preset") if config.get("preset") in PRESETS else "default"
-    base = recipe_to_dict(preset(preset_name))
-    changed = {k: v for k, v in recipe_to_dict(recipe).items() if v != base[k]}
     lines = [
         f"# {run_name}: a Perceiver IO classifier of {dataset}",
         "",
@@ -117,9 +115,16 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
         f"{len(classes)} classes out ({', '.join(classes)}). It was trained with the `{preset_name}` preset and "
         f"the recipe below.",
         "",
-        "## Results",
-        "",
+        *_results_lines(summary, config, dataset, has_figure),
+        *_usage_lines(repo_id or "USER/REPO"),
+        *_recipe_lines(recipe, preset_name, config),
     ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+def _results_lines(summary: dict[str, Any] | None, config: dict[str, Any], dataset: str,
+                   has_figure: bool) -> list[str]:
+    lines = ["## Results", ""]
     if summary:
         minutes = f"{summary['elapsed_s'] / 60:.1f} min" if summary["elapsed_s"] is not None else "not recorded"
         lines += [
@@ -136,8 +141,12 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
         lines += ["The run's TensorBoard event files were not available: no accuracy is reported."]
     if has_figure:
         lines += ["", f"![training loss, test loss and test accuracy per epoch]({SUMMARY_FIGURE})"]
-    model_id = repo_id or "USER/REPO"
-    lines += [
+    return lines
+
+
+def _usage_lines(model_id: str) -> list[str]:
+    folder = model_id.split("/")[-1]
+    return [
         "",
         "## Usage",
         "",
@@ -155,9 +164,16 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
         "a downloaded copy of this folder:",
         "",
         "```bash",
-        f"hf download {model_id} --local-dir {model_id.split('/')[-1]}",
-        f"python predict.py --model {model_id.split('/')[-1]} my_digit.jpg",
+        f"hf download {model_id} --local-dir {folder}",
+        f"python predict.py --model {folder} my_digit.jpg",
         "```",
+    ]
+
+
+def _recipe_lines(recipe: Recipe, preset_name: str, config: dict[str, Any]) -> list[str]:
+    base = recipe_to_dict(preset(preset_name))
+    changed = {k: v for k, v in recipe_to_dict(recipe).items() if v != base[k]}
+    return [
         "",
         "## Recipe",
         "",
@@ -174,7 +190,6 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
         "",
         "Versions: " + ", ".join(f"{pkg} {v}" for pkg, v in sorted((config.get("versions") or {}).items())) + ".",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------

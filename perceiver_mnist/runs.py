@@ -67,7 +67,9 @@ class RunLock:
     def __init__(self, run_dir: str):
         from filelock import FileLock
         self.path = os.path.join(run_dir, LOCK_FILE)
-        self._lock = FileLock(self.path, timeout=0)  # never wait: a second writer is refused at once
+        # Never wait: a second writer is refused at once. No soft-lock fallback where the filesystem has no flock:
+        # a lock file that outlives a killed process would block --resume; such a filesystem is an OSError here.
+        self._lock = FileLock(self.path, timeout=0, fallback_to_soft=False)
 
     def acquire(self) -> None:
         """Take the lock, or raise a ``UserError`` naming its holder."""

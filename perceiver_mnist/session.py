@@ -63,10 +63,11 @@ class Run:
             acc.print(f"{self.dir} has already finished its {state.epoch} epochs (step {state.step}); nothing to "
                       f"do. To train longer, resume with --epochs N (N > {state.epoch}).")
             return None
-        if acc.is_main_process and self.saved_config["recipe"] != recipe_to_dict(self.recipe):
+        if self.saved_config["recipe"] != recipe_to_dict(self.recipe):
             # Resumed with changed flags (e.g. more --epochs): config.json stays the recipe this run now trains.
-            write_atomic(os.path.join(self.dir, CONFIG_FILE),
-                         dumps({**self.saved_config, "recipe": recipe_to_dict(self.recipe)}))
+            _on_main(acc, lambda: write_atomic(os.path.join(self.dir, CONFIG_FILE),
+                                               dumps({**self.saved_config, "recipe": recipe_to_dict(self.recipe)})),
+                     lambda err: f"cannot rewrite {os.path.join(self.dir, CONFIG_FILE)} ({err.strerror or err})")
         self.elapsed_before = state.elapsed_s
         where = f" ({state.batch_in_epoch} batches into epoch {state.epoch + 1})" if state.batch_in_epoch else ""
         acc.print(f"resumed {self.dir} at epoch {state.epoch}, step {state.step}{where}")
@@ -108,7 +109,9 @@ def open_run(acc: Accelerator, args: ParsedArgs) -> Iterator[Run]:
     elif os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UserError(f"{run_dir} is a file, not a run directory; pick another --run name")
     lock = RunLock(run_dir)
-    created = _on_main(acc, lambda: _lock(run_dir, lock), None)
+    created = _on_main(acc, lambda: _lock(run_dir, lock),
+                       lambda err: f"cannot lock {lock.path} ({err.strerror or err}); choose a writable --logdir on a "
+                                   f"filesystem with file locks")
     try:
         run = _check(acc, args, run_dir)
         for name, size in (("batch-size", run.recipe.batch_size), ("test-batch-size", run.recipe.test_batch_size)):

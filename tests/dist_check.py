@@ -28,7 +28,7 @@ for step, (x, y) in enumerate(loader):
     if step == 0:
         seen = x[:, 0, 0].tolist()
     train_step(learner, x, y, step + 1)
-checksum = sum(p.double().sum().item() for p in acc.unwrap_model(learner.model).parameters())
+checksum = sum(p.double().sum().item() for p in learner.module.parameters())
 with open(f"{sys.argv[1]}/rank_{acc.process_index}.json", "w") as f:
     json.dump({"rank": acc.process_index, "world": acc.num_processes, "backend": str(acc.distributed_type),
                "first_batch": seen, "global_first_batch": unsharded, "checksum": checksum}, f)
