@@ -60,13 +60,14 @@ def train_worker(logdir: str) -> int:
     import torch
 
     from perceiver_mnist.config import preset
-    from perceiver_mnist.data import InMemoryDataset, make_loader
+    from perceiver_mnist.data import DeviceBatches, InMemoryDataset
     from perceiver_mnist.engine import build_learner, make_accelerator, train_step
 
     acc = make_accelerator(logdir)
     images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8)
-    loader = make_loader(InMemoryDataset(images, torch.arange(32) % 10), 8, shuffle=True, seed=0, num_workers=0)
-    learner, (loader,) = build_learner(acc, preset("tiny"), len(loader), loader)
+    loader = DeviceBatches(InMemoryDataset(images, torch.arange(32) % 10), 8, shuffle=True, seed=0, device=acc.device,
+                           num_processes=acc.num_processes, process_index=acc.process_index)
+    learner = build_learner(acc, preset("tiny"), len(loader))
     for step, (x, y) in enumerate(loader, start=1):
         train_step(learner, x, y, step)
     acc.end_training()  # destroys the process group

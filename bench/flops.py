@@ -67,7 +67,7 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
     recipe = preset(name)
     acc = Accelerator(cpu=device == "cpu")
     torch.manual_seed(0)
-    learner, _ = build_learner(acc, recipe, steps_per_epoch=steps)
+    learner = build_learner(acc, recipe, steps_per_epoch=steps)
     if compile:
         learner = replace(learner, model=torch.compile(learner.model))
     images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=acc.device)

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perceiver_mnist.config import Recipe, preset  # noqa: E402
-from perceiver_mnist.data import SELECTION_VAL_SIZE, load_datasets, make_loader  # noqa: E402
+from perceiver_mnist.data import SELECTION_VAL_SIZE, DeviceBatches, load_datasets  # noqa: E402
 from perceiver_mnist.engine import build_learner, evaluate, make_accelerator, train_step  # noqa: E402
 from perceiver_mnist.errors import UserError  # noqa: E402
 from perceiver_mnist.model import count_parameters  # noqa: E402
@@ -50,14 +50,14 @@ def run_variant(name: str, recipe: Recipe, data_dir: str) -> None:
     splits = load_datasets(data_dir, recipe.dataset, recipe.val_size)
     acc = make_accelerator()
     torch.manual_seed(0)
-    train_loader = make_loader(splits.train, recipe.batch_size, True, 0, 0)
-    val_loader = make_loader(splits.val, recipe.test_batch_size, False, 0, 0)
-    learner, (train_loader, val_loader) = build_learner(acc, recipe, len(train_loader), train_loader, val_loader)
+    train_batches = DeviceBatches(splits.train, recipe.batch_size, shuffle=True, seed=0, device=acc.device)
+    val_batches = DeviceBatches(splits.val, recipe.test_batch_size, shuffle=False, seed=0, device=acc.device)
+    learner = build_learner(acc, recipe, len(train_batches))
     step, t0 = 0, time.perf_counter()
     for epoch in range(recipe.epochs):
         learner.model.train()
-        train_loader.set_epoch(epoch)
-        for images, labels in train_loader:
+        train_batches.set_epoch(epoch)
+        for images, labels in train_batches:
             step += 1
             train_step(learner, images, labels, step)
     seconds = time.perf_counter() - t0
@@ -65,9 +65,9 @@ def run_variant(name: str, recipe: Recipe, data_dir: str) -> None:
                                           if v != getattr(preset("default"), k)},
               "parameters": count_parameters(learner.module), "steps": step,
               "seconds": round(seconds, 1), "samples_per_s": round(len(splits.train) * recipe.epochs / seconds),
-              "val_accuracy": round(evaluate(dataclasses.replace(learner, ema=None), val_loader)["accuracy"], 2)}
+              "val_accuracy": round(evaluate(dataclasses.replace(learner, ema=None), val_batches)["accuracy"], 2)}
     if learner.ema is not None:  # the weight average, which is what train.py evaluates and saves
-        result["val_accuracy_ema"] = round(evaluate(learner, val_loader)["accuracy"], 2)
+        result["val_accuracy_ema"] = round(evaluate(learner, val_batches)["accuracy"], 2)
     print(json.dumps(result), flush=True)
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 from perceiver_mnist import tracking  # noqa: E402
 from perceiver_mnist.config import preset  # noqa: E402
-from perceiver_mnist.data import load_datasets, make_loader  # noqa: E402
+from perceiver_mnist.data import DeviceBatches, load_datasets  # noqa: E402
 from perceiver_mnist.events import read_events  # noqa: E402
 from perceiver_mnist.model import build_model  # noqa: E402
 
@@ -98,7 +98,7 @@ def data_only(data_dir: str, batch_size: int) -> tuple[float, float]:
     seed_rate = n / (time.perf_counter() - t0)
     train = load_datasets(data_dir, "mnist").train
     t0 = time.perf_counter()
-    n = sum(len(y) for x, y in make_loader(train, batch_size, True, 0, 0))
+    n = sum(len(y) for x, y in DeviceBatches(train, batch_size, shuffle=True, seed=0, device="cpu"))
     return seed_rate, n / (time.perf_counter() - t0)
 
 

@@ -190,8 +190,6 @@ class RunOptions:
     checkpoint_every: int = _f(0, "Also checkpoint every N optimizer steps within an epoch (0: epoch ends only).",
                                limits="[0, inf)")
     keep_checkpoints: int = _f(3, "How many of the newest checkpoints to keep.", limits="[1, inf)")
-    num_workers: int = _f(0, "DataLoader worker processes (the data is in memory: 0 is usually fastest).",
-                          limits="[0, inf)")
     log_every: int = _f(10, "Log the train loss every N optimizer steps.", limits="[1, inf)")
     grid_images: int = _f(32, "Test images shown in the per-epoch prediction grid (0: none).", limits="[0, inf)")
 

@@ -1,8 +1,8 @@
-"""Input pipeline: MNIST-format IDX files -> uint8 tensors in memory -> shuffled batches -> GPU-side augmentation.
+"""Input pipeline: MNIST-format IDX files -> uint8 tensors on the accelerator -> shuffled batches -> augmentation.
 
-The whole dataset lives in memory as one uint8 tensor (47 MB for MNIST): a batch is a single fancy-indexing
-op, not 64 PIL conversions. Conversion to float, augmentation and normalisation happen batched, on the
-accelerator (normalisation inside the model, so the model works on any [0, 1] picture).
+The whole dataset lives on the training device as one uint8 tensor (47 MB for MNIST): a batch is a single gather
+there, not 64 PIL conversions and a host-to-device copy. Conversion to float, augmentation and normalisation happen
+batched, on the accelerator (normalisation inside the model, so the model works on any [0, 1] picture).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -129,25 +128,14 @@ def _read_split(data_dir: str, dataset: str, train: bool) -> tuple[torch.Tensor,
     return images.contiguous(), labels.long()
 
 
-class InMemoryDataset(Dataset):
-    """uint8 images ``(N, 28, 28)`` and int64 labels; a batch is fetched with one indexing op."""
+class InMemoryDataset:
+    """uint8 images ``(N, 28, 28)`` and int64 labels, whole (``DeviceBatches`` serves them in batches)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[idx], self.labels[idx]
-
-
-def _already_batched(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch  # __getitems__ returns whole batches; module-level so worker processes can pickle it
 
 
 @dataclass
@@ -187,32 +175,50 @@ def run_test_set(config: dict[str, Any], data_dir: str | None = None) -> InMemor
     return load_test_set(data_dir or saved_dir or "data", config["recipe"]["dataset"])
 
 
-class EpochSampler(Sampler[int]):
-    """A permutation that is a pure function of (seed, epoch): every process, and a resumed run, sees the same
-    order, so accelerate can shard it and ``skip_first_batches`` can skip exactly what was already trained on."""
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The order of an epoch's samples: a pure function of (seed, epoch), so every process, and a resumed run, sees
+    the same one (drawn on the CPU: the same numbers whatever the device)."""
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
-    def __init__(self, n: int, seed: int, shuffle: bool):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+class DeviceBatches:
+    """Batches of a dataset that lives on the accelerator: its uint8 images and labels are moved there once, an
+    epoch's order is drawn once per epoch, and a batch is one gather, so the host never waits on a copy.
+
+    ``batch_size`` is global. With N processes each global batch is cut into N consecutive slices and process r
+    takes slice r: disjoint shards whose union is the global batch (as accelerate's ``split_batches``); a last
+    batch that N does not divide is cut as evenly as it can be, so no sample is repeated. For training
+    (``shuffle``), a last batch of fewer than N samples is left out of its epoch: every process needs a sample for
+    its step (60,000 images in batches of 128 leave 96).
+    """
+
+    def __init__(self, ds: InMemoryDataset, batch_size: int, shuffle: bool, seed: int, device: torch.device | str,
+                 num_processes: int = 1, process_index: int = 0):
+        self.images, self.labels = ds.images.to(device), ds.labels.to(device)
+        self.batch_size, self.shuffle, self.seed, self.device = batch_size, shuffle, seed, device
+        self.num_processes, self.process_index = num_processes, process_index
+        self.epoch = 0
+        short_last = 0 < len(ds) % batch_size < num_processes
+        self._len = math.ceil(len(ds) / batch_size) - (1 if shuffle and short_last else 0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self._len
 
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+    def batches(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's share of each batch of the epoch, after the first ``skip`` (a resumed epoch)."""
+        order = epoch_order(len(self.labels), self.seed, self.epoch, self.shuffle).to(self.device)
+        for i in range(skip, len(self)):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            index = index.tensor_split(self.num_processes)[self.process_index]
+            yield self.images[index], self.labels[index]
 
-
-def make_loader(ds: InMemoryDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
-    # The loader gets its own generator: creating an iterator (each epoch, and again when a resumed run skips
-    # batches) then draws from it instead of the global RNG, so augmentation draws do not shift on resume.
-    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, shuffle),
-                      collate_fn=_already_batched, num_workers=num_workers, drop_last=False,
-                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches()
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import checkpoints, faults, tracking
 from .checkpoints import TrainerState
 from .config import NUM_CLASSES, ParsedArgs, Recipe, recipe_to_dict
-from .data import Splits, augment, load_datasets, make_loader, to_float
+from .data import DeviceBatches, Splits, augment, load_datasets, to_float
 from .errors import UserError, in_multi_process_run
 from .model import build_model, count_parameters
 from .runs import WEIGHTS_FILE, atomic_path
@@ -134,10 +134,9 @@ class Learner:
         return self.ema.module if self.ema is not None else self.module
 
 
-def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int, *loaders: Any) -> tuple[Learner, list]:
-    """A fresh model, optimizer, schedule and weight average for ``recipe``, prepared in ONE
-    ``accelerator.prepare`` together with ``loaders``; returns the learner and the prepared loaders (None stays
-    None). Seed the global RNG first: it draws the initial weights."""
+def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int) -> Learner:
+    """A fresh model, optimizer, schedule and weight average for ``recipe``, prepared in one
+    ``accelerator.prepare``. Seed the global RNG first: it draws the initial weights."""
     model = build_model(recipe)
     # einops caches a backend per tensor type on first use, and torch.compile guards on that cache's size: fill it
     # for both types the model hands einops (Tensor, Parameter) before the first trace, or step 2 compiles again.
@@ -146,13 +145,13 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int, *loade
     optimizer = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, recipe=recipe, steps_per_epoch=steps_per_epoch))
-    model, optimizer, scheduler, *loaders = acc.prepare(model, optimizer, scheduler, *loaders)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     learner = Learner(acc, recipe, model, optimizer, scheduler, ema=None)
     # Built from the plain module: a copy of the compiled wrapper would compile a second time.
     learner.ema = build_ema(learner.module, recipe)
     if learner.ema is not None:
         acc.register_for_checkpointing(learner.ema)  # saved and restored with the checkpoints (before load_state)
-    return learner, loaders
+    return learner
 
 
 def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
@@ -180,27 +179,23 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
 
 
 @torch.no_grad()
-def evaluate(learner: Learner, loader: Any, step: int = 0) -> dict[str, float]:
-    """Loss and accuracy of the learner's eval model over every sample of ``loader`` exactly once, however many
-    processes share it. ``step`` is the global step (fault injection only)."""
+def evaluate(learner: Learner, batches: DeviceBatches, step: int = 0) -> dict[str, float]:
+    """Loss and accuracy of the learner's eval model over every sample exactly once, however many processes share
+    them (each sums its own shards; one reduction at the end). ``step`` is the global step (fault injection only)."""
     acc = learner.accelerator
     model = learner.eval_model
     model.eval()
-    loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
-    correct = torch.zeros((), device=acc.device, dtype=torch.long)
-    count = 0
-    for images, labels in loader:
-        with acc.autocast():  # the EMA copy is not wrapped by prepare(): give it the same precision
-            logits = model(to_float(images))
-        losses = loss_fn(logits, labels, learner.recipe, reduction="none")
-        # gather_for_metrics drops the samples accelerate duplicated to even out the last batch.
-        losses, preds, labels = acc.gather_for_metrics((losses, logits.argmax(dim=-1), labels))
-        loss_sum += losses.double().sum()
-        correct += (preds == labels).sum()
-        count += labels.numel()
+    sums = torch.zeros(3, device=acc.device, dtype=torch.float64)  # loss, correct, count
+    for images, labels in batches:
+        if labels.numel():  # a process's share of a last batch smaller than the number of processes may be empty
+            with acc.autocast():  # the EMA copy is not wrapped by prepare(): give it the same precision
+                logits = model(to_float(images))
+            losses = loss_fn(logits, labels, learner.recipe, reduction="none")
+            sums += torch.stack([losses.double().sum(), (logits.argmax(dim=-1) == labels).sum().double(),
+                                 torch.tensor(labels.numel(), device=acc.device, dtype=torch.float64)])
         faults.kill_if_armed("eval", step)
-    return {"loss": loss_sum.item() / max(count, 1), "accuracy": 100.0 * correct.item() / max(count, 1),
-            "count": count}
+    loss_sum, correct, count = acc.reduce(sums, reduction="sum").tolist()
+    return {"loss": loss_sum / max(count, 1), "accuracy": 100.0 * correct / max(count, 1), "count": int(count)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -245,9 +240,9 @@ class Trainer:
 
     run: Run                 # directory, recipe, options, clock (session.open_run)
     learner: Learner
-    train_loader: Any
-    test_loader: Any
-    val_loader: Any          # None without --val-size
+    train_loader: DeviceBatches
+    test_loader: DeviceBatches
+    val_loader: DeviceBatches | None  # None without --val-size
     splits: Splits           # the datasets themselves (the prediction grid's test digits)
     state: TrainerState      # the position, saved with every checkpoint
     stop: StopRequest
@@ -270,12 +265,14 @@ def train(args: ParsedArgs) -> int:
         set_seed(opts.seed)
         with acc.local_main_process_first():  # one download/extraction per machine; the others then read it
             splits = load_datasets(opts.data_dir, recipe.dataset, recipe.val_size)
-        loaders = [make_loader(splits.train, recipe.batch_size, True, opts.seed, opts.num_workers),
-                   make_loader(splits.test, recipe.test_batch_size, False, opts.seed, opts.num_workers),
-                   make_loader(splits.val, recipe.test_batch_size, False, opts.seed, opts.num_workers)
+        shard = dict(seed=opts.seed, device=acc.device, num_processes=acc.num_processes,
+                     process_index=acc.process_index)
+        loaders = [DeviceBatches(splits.train, recipe.batch_size, shuffle=True, **shard),
+                   DeviceBatches(splits.test, recipe.test_batch_size, shuffle=False, **shard),
+                   DeviceBatches(splits.val, recipe.test_batch_size, shuffle=False, **shard)
                    if splits.val is not None else None]
         steps_per_epoch = len(loaders[0])
-        learner, loaders = build_learner(acc, recipe, steps_per_epoch, *loaders)
+        learner = build_learner(acc, recipe, steps_per_epoch)
         parameters = count_parameters(learner.module)
         state = run.start(acc, parameters, steps_per_epoch)
         if state is None:
@@ -326,9 +323,8 @@ def train_one_epoch(t: Trainer) -> EpochResult:
     start_time, start_batch = time.perf_counter(), state.batch_in_epoch
     learner.model.train()
     t.train_loader.set_epoch(state.epoch)
-    batches = t.train_loader
-    if state.batch_in_epoch:  # resumed mid-epoch: the sampler order is a function of (seed, epoch)
-        batches = acc.skip_first_batches(t.train_loader, state.batch_in_epoch)
+    # Resumed mid-epoch: the order is a function of (seed, epoch), so skipping its first batches is exact.
+    batches = t.train_loader.batches(skip=state.batch_in_epoch)
     # Non-finite losses are recorded on the device (no sync per step) and checked when the loss is logged.
     first_bad_step = torch.tensor(-1, device=acc.device)
     loss_sum = torch.zeros((), device=acc.device)
@@ -491,6 +487,7 @@ def make_accelerator(logdir: str | None = None) -> Accelerator:
     # One gap to fill: accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and
     # without a GPU the processes would then not form a group at all. Several processes and no GPU: gloo on CPU.
     no_gpu_group = in_multi_process_run() and not torch.cuda.is_available()
-    # split_batches: the recipe's batch sizes are global, so N processes take the same steps as one.
+    # split_batches: the recipe's batch sizes are global (DeviceBatches gives each process its slice), so N processes
+    # take the same steps as one, and accelerate steps the schedule once per step, not once per process.
     return Accelerator(cpu=no_gpu_group, log_with=tracking.TRACKER if logdir else None, project_dir=logdir,
                        dataloader_config=DataLoaderConfiguration(split_batches=True))

@@ -7,7 +7,7 @@ import sys
 import torch
 
 from perceiver_mnist.config import preset
-from perceiver_mnist.data import InMemoryDataset, make_loader
+from perceiver_mnist.data import DeviceBatches, InMemoryDataset, epoch_order
 from perceiver_mnist.engine import build_learner, make_accelerator, train_step
 from perceiver_mnist.errors import end_process
 
@@ -19,9 +19,10 @@ images[:, 0, 0] = torch.arange(n, dtype=torch.uint8)
 ds = InMemoryDataset(images, torch.arange(n) % 10)
 recipe = preset("tiny")
 torch.manual_seed(acc.process_index)  # different init on each rank: prepare() must make them equal
-loader = make_loader(ds, batch, shuffle=True, seed=0, num_workers=0)
-unsharded = [batch_indices for batch_indices in loader.batch_sampler][0]
-learner, (loader,) = build_learner(acc, recipe, len(loader), loader)
+loader = DeviceBatches(ds, batch, shuffle=True, seed=0, device=acc.device, num_processes=acc.num_processes,
+                       process_index=acc.process_index)
+unsharded = epoch_order(n, seed=0, epoch=0, shuffle=True)[:batch].tolist()
+learner = build_learner(acc, recipe, len(loader))
 loader.set_epoch(0)
 seen = None
 for step, (x, y) in enumerate(loader):

@@ -55,7 +55,7 @@ def test_fashion_mnist_is_read_from_its_own_torchvision_folder(tmp_path, monkeyp
 
 def test_batches_are_fetched_whole(fresh_data):
     ds = data.load_datasets(str(fresh_data), "mnist").train
-    images, labels = next(iter(data.make_loader(ds, 16, shuffle=False, seed=0, num_workers=0)))
+    images, labels = next(iter(data.DeviceBatches(ds, 16, shuffle=False, seed=0, device="cpu")))
     assert images.shape == (16, 28, 28) and torch.equal(labels, ds.labels[:16])
 
 
@@ -108,13 +108,41 @@ def test_corrupt_idx_files_are_named(fresh_data, damage, message):
         data.load_datasets(str(fresh_data), "mnist")
 
 
-def test_epoch_sampler_is_a_function_of_seed_and_epoch():
-    s = data.EpochSampler(50, seed=3, shuffle=True)
-    first = list(s)
-    assert sorted(first) == list(range(50)) and list(s) == first
-    s.set_epoch(1)
-    assert list(s) != first
-    assert list(data.EpochSampler(50, seed=3, shuffle=False)) == list(range(50))
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    first = data.epoch_order(50, seed=3, epoch=0, shuffle=True).tolist()
+    assert sorted(first) == list(range(50)) and data.epoch_order(50, seed=3, epoch=0, shuffle=True).tolist() == first
+    assert data.epoch_order(50, seed=3, epoch=1, shuffle=True).tolist() != first
+    assert data.epoch_order(50, seed=3, epoch=0, shuffle=False).tolist() == list(range(50))
+
+
+def test_device_batches_are_the_data_loaders_batches_shards_and_resume_points():
+    """The batches a DataLoader over the epoch's order gave (the pipeline before the data moved to the device), for
+    the same (seed, epoch); on N processes disjoint shards whose union is each global batch; skipping k batches
+    gives the rest of the same epoch."""
+    from torch.utils.data import DataLoader
+
+    n, batch = 90, 16
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    images[:, 0, 0] = torch.arange(n, dtype=torch.uint8)  # each image carries its index
+    ds = data.InMemoryDataset(images, torch.arange(n) % 10)
+    seen = lambda part: part[0][:, 0, 0].tolist()  # noqa: E731
+    for epoch in (0, 3):
+        one = data.DeviceBatches(ds, batch, shuffle=True, seed=7, device="cpu")
+        one.set_epoch(epoch)
+        order = data.epoch_order(n, seed=7, epoch=epoch, shuffle=True).tolist()
+        expected = [b.tolist() for b in DataLoader(range(n), batch_size=batch, sampler=order)]
+        got = list(one)
+        assert len(one) == 6 and [seen(part) for part in got] == expected
+        assert [seen(part) for part in one.batches(skip=2)] == expected[2:]
+        for processes in (2, 3):
+            shards = [data.DeviceBatches(ds, batch, shuffle=True, seed=7, device="cpu", num_processes=processes,
+                                         process_index=r) for r in range(processes)]
+            for shard in shards:
+                shard.set_epoch(epoch)
+            for step, parts in enumerate(zip(*(s.batches() for s in shards))):
+                indices = [seen(p) for p in parts]
+                assert sorted(sum(indices, [])) == sorted(expected[step])  # disjoint, and together the batch
+                assert max(map(len, indices)) - min(map(len, indices)) <= 1  # evenly cut
 
 
 def test_augment_is_identity_when_off_and_moves_pixels_when_on():
