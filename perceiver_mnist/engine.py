@@ -190,9 +190,9 @@ def evaluate(learner: Learner, batches: DeviceBatches, step: int = 0) -> dict[st
         if labels.numel():  # a process's share of a last batch smaller than the number of processes may be empty
             with acc.autocast():  # the EMA copy is not wrapped by prepare(): give it the same precision
                 logits = model(to_float(images))
-            losses = loss_fn(logits, labels, learner.recipe, reduction="none")
-            sums += torch.stack([losses.double().sum(), (logits.argmax(dim=-1) == labels).sum().double(),
-                                 torch.tensor(labels.numel(), device=acc.device, dtype=torch.float64)])
+            sums[0] += loss_fn(logits, labels, learner.recipe, reduction="none").double().sum()
+            sums[1] += (logits.argmax(dim=-1) == labels).sum()
+            sums[2] += labels.numel()
         faults.kill_if_armed("eval", step)
     loss_sum, correct, count = acc.reduce(sums, reduction="sum").tolist()
     return {"loss": loss_sum / max(count, 1), "accuracy": 100.0 * correct / max(count, 1), "count": int(count)}
@@ -240,9 +240,9 @@ class Trainer:
 
     run: Run                 # directory, recipe, options, clock (session.open_run)
     learner: Learner
-    train_loader: DeviceBatches
-    test_loader: DeviceBatches
-    val_loader: DeviceBatches | None  # None without --val-size
+    train_batches: DeviceBatches
+    test_batches: DeviceBatches
+    val_batches: DeviceBatches | None  # None without --val-size
     splits: Splits           # the datasets themselves (the prediction grid's test digits)
     state: TrainerState      # the position, saved with every checkpoint
     stop: StopRequest
@@ -267,11 +267,11 @@ def train(args: ParsedArgs) -> int:
             splits = load_datasets(opts.data_dir, recipe.dataset, recipe.val_size)
         shard = dict(seed=opts.seed, device=acc.device, num_processes=acc.num_processes,
                      process_index=acc.process_index)
-        loaders = [DeviceBatches(splits.train, recipe.batch_size, shuffle=True, **shard),
-                   DeviceBatches(splits.test, recipe.test_batch_size, shuffle=False, **shard),
-                   DeviceBatches(splits.val, recipe.test_batch_size, shuffle=False, **shard)
-                   if splits.val is not None else None]
-        steps_per_epoch = len(loaders[0])
+        train_batches = DeviceBatches(splits.train, recipe.batch_size, shuffle=True, **shard)
+        test_batches = DeviceBatches(splits.test, recipe.test_batch_size, shuffle=False, **shard)
+        val_batches = (DeviceBatches(splits.val, recipe.test_batch_size, shuffle=False, **shard)
+                       if splits.val is not None else None)
+        steps_per_epoch = len(train_batches)
         learner = build_learner(acc, recipe, steps_per_epoch)
         parameters = count_parameters(learner.module)
         state = run.start(acc, parameters, steps_per_epoch)
@@ -280,8 +280,9 @@ def train(args: ParsedArgs) -> int:
         acc.print(f"run {run.dir}: {parameters:,} parameters, {acc.num_processes} process(es) on {acc.device}, "
                   f"precision {acc.mixed_precision}, {len(splits.train)} train / {len(splits.test)} test images, "
                   f"{steps_per_epoch} steps per epoch")
-        summary = train_epochs(Trainer(run=run, learner=learner, train_loader=loaders[0], test_loader=loaders[1],
-                                       val_loader=loaders[2], splits=splits, state=state, stop=StopRequest()))
+        summary = train_epochs(Trainer(run=run, learner=learner, train_batches=train_batches,
+                                       test_batches=test_batches, val_batches=val_batches, splits=splits,
+                                       state=state, stop=StopRequest()))
         if summary is None:
             return EXIT_INTERRUPTED
     acc.print(f"done: {os.path.join(run.dir, WEIGHTS_FILE)}" + (
@@ -319,12 +320,12 @@ def train_one_epoch(t: Trainer) -> EpochResult:
     """Train until the epoch ends, --max-steps is reached or a signal asks to stop; log the loss every
     --log-every steps and checkpoint every --checkpoint-every steps. An epoch that ends advances the position."""
     learner, state, opts = t.learner, t.state, t.run.options
-    acc, steps_per_epoch = learner.accelerator, len(t.train_loader)
+    acc, steps_per_epoch = learner.accelerator, len(t.train_batches)
     start_time, start_batch = time.perf_counter(), state.batch_in_epoch
     learner.model.train()
-    t.train_loader.set_epoch(state.epoch)
+    t.train_batches.set_epoch(state.epoch)
     # Resumed mid-epoch: the order is a function of (seed, epoch), so skipping its first batches is exact.
-    batches = t.train_loader.batches(skip=state.batch_in_epoch)
+    batches = t.train_batches.batches(skip=state.batch_in_epoch)
     # Non-finite losses are recorded on the device (no sync per step) and checked when the loss is logged.
     first_bad_step = torch.tensor(-1, device=acc.device)
     loss_sum = torch.zeros((), device=acc.device)
@@ -378,11 +379,11 @@ def train_one_epoch(t: Trainer) -> EpochResult:
 def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:
     """At an epoch's end (or where --max-steps stopped): evaluate, log and print."""
     acc, state = t.learner.accelerator, t.state
-    steps_per_epoch = len(t.train_loader)
+    steps_per_epoch = len(t.train_batches)
     batches = state.batch_in_epoch or steps_per_epoch
     train_loss = acc.reduce(torch.tensor(state.epoch_loss_sum / batches, device=acc.device), "mean").item()
     t0 = time.perf_counter()
-    test = evaluate(t.learner, t.test_loader, state.step)
+    test = evaluate(t.learner, t.test_batches, state.step)
     eval_seconds = time.perf_counter() - t0
     epoch_done = state.epoch + state.batch_in_epoch / steps_per_epoch if state.batch_in_epoch else state.epoch
     values = {
@@ -393,8 +394,8 @@ def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:
         tracking.SKIPPED_STEPS: state.skipped_steps, tracking.MEMORY: psutil.Process().memory_info().rss / 2**20,
     }
     val_text = ""
-    if t.val_loader is not None:
-        val = evaluate(t.learner, t.val_loader, state.step)
+    if t.val_batches is not None:
+        val = evaluate(t.learner, t.val_batches, state.step)
         values.update({tracking.VAL_LOSS: val["loss"], tracking.VAL_ACCURACY: val["accuracy"]})
         val_text = f" | val acc {val['accuracy']:.2f}%"
     acc.log(values, step=state.step)

@@ -204,10 +204,10 @@ def _from_main(acc: Accelerator, make: Callable[[], Any]) -> Any:
     return broadcast_object_list([make() if acc.is_main_process else None])[0] if acc.num_processes > 1 else make()
 
 
-def _on_main(acc: Accelerator, action: Callable[[], Any], os_error: Callable[[OSError], str] | None) -> Any:
-    """Run ``action`` on the main process only; every process raises its ``UserError`` (or, with ``os_error``,
-    the message it makes of an ``OSError``), so that all of them stop together. Returns the action's result on
-    the main process and None elsewhere."""
+def _on_main(acc: Accelerator, action: Callable[[], Any], os_error: Callable[[OSError], str]) -> Any:
+    """Run ``action`` on the main process only; every process raises its ``UserError`` (or the message
+    ``os_error`` makes of an ``OSError``), so that all of them stop together. Returns the action's result on the
+    main process and None elsewhere."""
     result, error = None, None
     if acc.is_main_process:
         try:
@@ -215,8 +215,6 @@ def _on_main(acc: Accelerator, action: Callable[[], Any], os_error: Callable[[OS
         except UserError as err:
             error = str(err)
         except OSError as err:
-            if os_error is None:
-                raise
             error = os_error(err)
     if acc.num_processes > 1:
         error = broadcast_object_list([error])[0]
