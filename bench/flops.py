@@ -8,8 +8,13 @@ PyTorch's default). `aten_ops_per_step` counts the leaf ATen operations of one s
 kernel launch, so a step cannot take less than that many times the per-launch cost of the host, however little
 arithmetic it does.
 
-    python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20] [--compile] [--device cuda]
-                          [--sync-debug]
+With --compile MODE..., the same step also runs with the model compiled by torch.compile in each mode (as
+accelerate's --dynamo_backend inductor --dynamo_mode MODE compiles it), and the report adds its compile time (the
+first step) and, for reduce-overhead, how many graphs inductor declined to capture as CUDA graphs (0 on a GPU means
+the whole compiled step replays as CUDA graphs; on a CPU there is nothing to capture).
+
+    python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20] [--device cuda]
+                          [--precision bf16] [--compile [default reduce-overhead]] [--sync-debug]
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
+from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from perceiver_mnist.config import preset  # noqa: E402
+from perceiver_mnist.config import PRESETS, preset  # noqa: E402
 from perceiver_mnist.data import to_float  # noqa: E402
 from perceiver_mnist.engine import build_learner, loss_fn, train_step  # noqa: E402
 
@@ -59,17 +65,18 @@ def leaf_ops(fn: Callable[[], None]) -> int:
     return sum(not any(c.name.startswith("aten::") for c in e.cpu_children) for e in aten)
 
 
-def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", compile: bool = False,
-                        no_sync: bool = False) -> tuple[int, float, int, float]:
+def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", compile_mode: str | None = None,
+                        no_sync: bool = False, precision: str = "no",
+                        backend: str = "inductor") -> tuple[int, float, int, float]:
     """FLOPs of one step, the time in seconds of ``engine.train_step`` (what train.py runs), its leaf ATen
-    operations, and the time of the first step (with ``compile``: tracing and code generation included). With
+    operations, and the time of the first step (with ``compile_mode``: tracing and code generation included). With
     ``no_sync`` on a GPU, a timed step that synchronises with the device raises."""
     recipe = preset(name)
-    acc = Accelerator(cpu=device == "cpu")
+    acc = Accelerator(cpu=device == "cpu", mixed_precision=precision)
     torch.manual_seed(0)
     learner = build_learner(acc, recipe, steps_per_epoch=steps)
-    if compile:
-        learner = replace(learner, model=torch.compile(learner.model))
+    if compile_mode:
+        learner = replace(learner, model=torch.compile(learner.model, backend=backend, mode=compile_mode))
     images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=acc.device)
     labels = torch.randint(0, 10, (batch,), device=acc.device)
 
@@ -113,13 +120,17 @@ def sync_debug(on: bool) -> Iterator[None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[preset("default").batch_size])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--compile", action="store_true",
-                        help="Also time the step with the model compiled by torch.compile (inductor), as accelerate's "
-                             "--dynamo_backend inductor compiles it, and report the compile time (its first step).")
+    parser.add_argument("--preset", default="default", choices=list(PRESETS))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="Batch sizes to time (default: the preset's).")
+    parser.add_argument("--steps", type=int, default=20, help="Timed steps per batch size and mode.")
+    parser.add_argument("--compile", nargs="*", choices=["default", "reduce-overhead", "max-autotune"],
+                        metavar="MODE", help="Also time the step compiled by torch.compile in each MODE (none given: "
+                                             "default), and report the compile time (its first step).")
+    parser.add_argument("--backend", default="inductor",
+                        help="torch.compile backend for --compile (eager: dynamo's tracing only, for quick checks).")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="no", choices=["no", "fp16", "bf16"],
+                        help="Mixed precision, as an accelerate config's mixed_precision sets it.")
     parser.add_argument("--sync-debug", action="store_true",
                         help="With --device cuda: fail if a timed step synchronises with the GPU (torch's sync "
                              "debug mode), i.e. prove the step never waits for the device.")
@@ -127,20 +138,25 @@ def main() -> None:
     peak = matmul_flops_per_s(args.device)
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     print(json.dumps({"device": where, "fp32_matmul_gflops": round(peak / 1e9, 1)}), flush=True)
-    for batch in args.batch_sizes:
-        flops, seconds, ops, _ = training_step_flops(args.preset, batch, args.steps, args.device,
-                                                     no_sync=args.sync_debug)
+    modes = [] if args.compile is None else args.compile or ["default"]
+    for batch in args.batch_sizes or [preset(args.preset).batch_size]:
+        common = dict(device=args.device, no_sync=args.sync_debug, precision=args.precision)
+        flops, seconds, ops, _ = training_step_flops(args.preset, batch, args.steps, **common)
         achieved = flops / seconds
-        print(json.dumps({"preset": args.preset, "batch_size": batch, "gflop_per_step": round(flops / 1e9, 2),
+        print(json.dumps({"preset": args.preset, "batch_size": batch, "precision": args.precision,
+                          "gflop_per_step": float(f"{flops / 1e9:.4g}"),
                           "step_s": round(seconds, 4), "samples_per_s": round(batch / seconds, 1),
                           "achieved_gflops": round(achieved / 1e9, 1), "efficiency": round(achieved / peak, 3),
                           "aten_ops_per_step": ops}), flush=True)
-        if args.compile:
-            _, compiled, _, first = training_step_flops(args.preset, batch, args.steps, args.device, compile=True,
-                                                        no_sync=args.sync_debug)
-            print(json.dumps({"preset": args.preset, "batch_size": batch, "compiled_step_s": round(compiled, 4),
-                              "compiled_samples_per_s": round(batch / compiled, 1),
-                              "speedup": round(seconds / compiled, 2), "compile_s": round(first, 1)}), flush=True)
+        for mode in modes:
+            torch._dynamo.reset()  # each mode compiles from scratch: its compile time is its own
+            skips_before = counters["inductor"]["cudagraph_skips"]
+            _, compiled, _, first = training_step_flops(args.preset, batch, args.steps, compile_mode=mode,
+                                                        backend=args.backend, **common)
+            print(json.dumps({"preset": args.preset, "batch_size": batch, "mode": mode, "backend": args.backend,
+                              "compiled_step_s": round(compiled, 4), "compiled_samples_per_s": round(batch / compiled, 1),
+                              "speedup": round(seconds / compiled, 2), "compile_s": round(first, 1),
+                              "cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips_before}), flush=True)
     print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s(args.device) / 1e9, 1)}), flush=True)
 
 

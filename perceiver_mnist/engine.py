@@ -161,6 +161,10 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     Returns the detached loss, still on the device: reading it waits for the device, so callers read it only
     on the steps that log."""
     acc, recipe = learner.accelerator, learner.recipe
+    # Under dynamo_mode reduce-overhead (CUDA graphs) a graph's outputs live in memory that its next replay
+    # overwrites; marking each step as a new generation says nothing from the last step is still read. A no-op
+    # without CUDA graphs.
+    torch.compiler.cudagraph_mark_step_begin()
     x = augment(to_float(images), recipe)
     # Under torch.compile: one graph for any batch size, so an epoch's last, smaller batch compiles nothing new.
     torch._dynamo.maybe_mark_dynamic(x, 0)

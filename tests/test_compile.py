@@ -5,9 +5,11 @@ breaks, guards and recompiles), without inductor's minutes of code generation on
 """
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,10 +28,10 @@ UNEVEN = ("--batch-size", "20", "--test-batch-size", "32", "--grid-images", "4")
 TRACE_LOGS = {"TORCH_LOGS": "dynamo,recompiles,graph_breaks"}
 
 
-def compiled(backend: str = "eager") -> dict[str, str]:
-    """The environment accelerate launch gives a process for `--dynamo_backend BACKEND`."""
-    return {"ACCELERATE_DYNAMO_BACKEND": backend.upper(), "ACCELERATE_DYNAMO_MODE": "default",
-            "ACCELERATE_DYNAMO_USE_DYNAMIC": "False", "ACCELERATE_DYNAMO_USE_FULLGRAPH": "False"}
+def compiled(backend: str = "eager", mode: str = "default", fullgraph: bool = False) -> dict[str, str]:
+    """The environment accelerate launch gives a process for `--dynamo_backend BACKEND --dynamo_mode MODE`."""
+    return {"ACCELERATE_DYNAMO_BACKEND": backend.upper(), "ACCELERATE_DYNAMO_MODE": mode,
+            "ACCELERATE_DYNAMO_USE_DYNAMIC": "False", "ACCELERATE_DYNAMO_USE_FULLGRAPH": str(fullgraph)}
 
 
 def traces(stderr: str) -> int:
@@ -90,14 +92,46 @@ def test_two_compiled_processes_train_and_save_plain_names(data_dir: Path, tmp_p
     assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
 
 
-def test_inductor_compiles_the_step_once(data_dir: Path, tmp_path: Path):
-    """The real compiler, once: generated kernels train the tiny model, with one graph and plain names."""
+def test_inductor_in_cuda_graph_mode_compiles_the_step_once_over_an_epoch(data_dir: Path, tmp_path: Path):
+    """The real compiler, once, as a GPU run that captures CUDA graphs would use it (reduce-overhead, fullgraph):
+    an epoch and a step into the next, its smaller last batch included, train from one graph with no break (fullgraph
+    would fail on one) and no recompile; the weights are saved with plain names. On a CPU inductor skips the capture
+    itself, so what this proves is the graph a capture needs: whole, traced once."""
     logdir = tmp_path / "runs"
-    result = launch(tiny_args(data_dir, logdir, "ind", *UNEVEN, "--max-steps", "11"), config=None,
-                    env={**compiled("inductor"), **TRACE_LOGS}, timeout=600)
+    steps = 11  # 10 steps per epoch (192 images, batches of 20): the 10th has 12 images, the 11th is epoch 2's first
+    result = launch(tiny_args(data_dir, logdir, "ind", *UNEVEN, "--max-steps", str(steps)), config=None,
+                    env={**compiled("inductor", mode="reduce-overhead", fullgraph=True), **TRACE_LOGS}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_one_graph(result.stderr)
-    assert "stopped at --max-steps 11" in result.stdout
+    assert "epoch 1/2 | step 10 " in result.stdout and f"stopped at --max-steps {steps}" in result.stdout
     model = load_model(str(logdir / "ind"))
     logged = read_events(str(logdir / "ind")).scalars[tracking.TEST_ACCURACY].values[-1]
     assert accuracy_of(model, data_dir) == pytest.approx(logged)
+
+
+def test_the_step_bench_times_eager_and_each_compile_mode(tmp_path: Path):
+    """bench/flops.py, which bench/gpu_check.sh runs on a GPU: eager, then one line per compile mode."""
+    cmd = [sys.executable, str(ROOT / "bench" / "flops.py"), "--preset", "tiny", "--batch-sizes", "8", "--steps", "2",
+           "--compile", "default", "reduce-overhead", "--backend", "eager"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    eager = next(line for line in lines if "gflop_per_step" in line)
+    assert eager["batch_size"] == 8 and eager["gflop_per_step"] > 0 and eager["samples_per_s"] > 0
+    assert [line["mode"] for line in lines if "mode" in line] == ["default", "reduce-overhead"]
+    assert all(line["compiled_samples_per_s"] > 0 for line in lines if "mode" in line)
+
+
+def test_time_to_accuracy_stops_a_run_at_its_time_box_and_reports_it(data_dir: Path, tmp_path: Path):
+    """bench/time_to_accuracy.py --time-box: Ctrl-C after S seconds; the run checkpoints, the report covers the
+    epochs it finished (what gpu_check.sh's launch-to-99% measurement relies on)."""
+    logdir = tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--data-dir", str(data_dir), "--logdir",
+           str(logdir), "--run", "boxed", "--time-box", "25", "--", "--preset", "tiny", "--epochs", "1000",
+           "--batch-size", "64", "--grid-images", "0"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout[result.stdout.index("\n{") + 1:])
+    assert report["time_box_s"] == 25 and 25 / 60 <= report["wall_minutes"] < 100 / 60
+    assert 1 <= report["epochs"] < 1000 and report["test_images_counted"] == N_TEST
+    assert "interrupted at step" in result.stdout and list((logdir / "boxed" / "checkpoints").iterdir())
