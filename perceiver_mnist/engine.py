@@ -121,6 +121,7 @@ class Learner:
     optimizer: torch.optim.Optimizer
     scheduler: Any                    # per-step LambdaLR over ``lr_factor``
     ema: WeightAverage | None         # the weight average that is evaluated and saved, with --ema-decay
+    skipped: torch.Tensor             # steps the fp16 loss scaler skipped since last read (0-dim, on the device)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -146,7 +147,8 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int) -> Lea
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, recipe=recipe, steps_per_epoch=steps_per_epoch))
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    learner = Learner(acc, recipe, model, optimizer, scheduler, ema=None)
+    learner = Learner(acc, recipe, model, optimizer, scheduler, ema=None,
+                      skipped=torch.zeros((), dtype=torch.int64, device=acc.device))
     # Built from the plain module: a copy of the compiled wrapper would compile a second time.
     learner.ema = build_ema(learner.module, recipe)
     if learner.ema is not None:
@@ -174,7 +176,14 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     acc.backward(loss)
     if recipe.grad_clip:
         acc.clip_grad_norm_(learner.model.parameters(), recipe.grad_clip)
+    # fp16: the loss scaler skips a step whose gradients overflowed and halves its scale. A fused optimizer skips
+    # inside its kernel, where accelerate's optimizer_step_was_skipped cannot see it; so compare the scale before and
+    # after, on the device (get_scale() would wait for it).
+    scaler = acc.scaler
+    scale_before = scaler._get_scale_async().clone() if scaler is not None else None
     learner.optimizer.step()
+    if scale_before is not None:
+        learner.skipped += scaler._get_scale_async() < scale_before
     learner.scheduler.step()
     learner.optimizer.zero_grad(set_to_none=True)
     if learner.ema is not None:
@@ -342,7 +351,6 @@ def train_one_epoch(t: Trainer) -> EpochResult:
         loss = train_step(learner, images, labels, state.step + 1)
         state.step += 1
         state.batch_in_epoch += 1
-        state.skipped_steps += int(acc.optimizer_step_was_skipped)
         loss_sum += loss
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), state.step, first_bad_step)
         epoch_done = state.batch_in_epoch == steps_per_epoch
@@ -360,9 +368,7 @@ def train_one_epoch(t: Trainer) -> EpochResult:
         checkpoint_due = opts.checkpoint_every and state.step % opts.checkpoint_every == 0 and not epoch_done
         if stopped or checkpoint_due:
             _raise_if_not_finite(t, first_bad_step)  # never checkpoint a poisoned model
-            # The epoch's loss sum lives in the state, so a mid-epoch resume still reports the true epoch mean.
-            state.epoch_loss_sum += loss_sum.item()
-            loss_sum.zero_()
+            _fold_into_state(t, loss_sum)
         if stopped:
             break
         if checkpoint_due:
@@ -371,13 +377,22 @@ def train_one_epoch(t: Trainer) -> EpochResult:
     bar.close()
     if not stopped:
         _raise_if_not_finite(t, first_bad_step)
-        state.epoch_loss_sum += loss_sum.item()
+        _fold_into_state(t, loss_sum)
     end_batch = state.batch_in_epoch
     if state.batch_in_epoch == steps_per_epoch:  # also when --max-steps or a signal fell on its last step
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     batch_size, n = t.run.recipe.batch_size, len(t.splits.train)
     return EpochResult(stopped, time.perf_counter() - start_time,
                        min(n, end_batch * batch_size) - start_batch * batch_size)
+
+
+def _fold_into_state(t: Trainer, loss_sum: torch.Tensor) -> None:
+    """Move the device-side sums (loss, fp16 skipped steps) into the state, which checkpoints save: so a mid-epoch
+    resume still reports the true epoch mean. Reads the device: only where the loop stops anyway."""
+    t.state.epoch_loss_sum += loss_sum.item()
+    t.state.skipped_steps += int(t.learner.skipped.item())
+    loss_sum.zero_()
+    t.learner.skipped.zero_()
 
 
 def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:

@@ -6,6 +6,7 @@ import dataclasses
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from perceiver_mnist import faults
 from perceiver_mnist.config import preset
 from perceiver_mnist.data import DeviceBatches, InMemoryDataset
 from perceiver_mnist.engine import build_learner, make_accelerator, train_step
@@ -43,3 +44,25 @@ def test_a_training_step_reads_no_value_on_the_host():
     assert ops.counts["aten._foreach_lerp_.List"] == 6  # the weight average was updated at every step
     assert all(loss.device == acc.device for loss in losses)
     assert int(learner.ema.n_averaged) == 7
+
+
+def test_a_step_the_fp16_loss_scaler_skips_is_counted_on_the_device(monkeypatch):
+    """fp16 on a GPU: the loss scaler skips a step whose gradients overflowed. The fused optimizer skips inside its
+    kernel, which accelerate's optimizer_step_was_skipped does not see; the step counts it on the device instead.
+    Here a CPU GradScaler stands in for the GPU's, and a NaN loss at step 2 makes the overflow."""
+    monkeypatch.setattr(faults, "_point", "nan")  # what PERCEIVER_MNIST_FAULT=nan:2 arms in a launched run
+    monkeypatch.setattr(faults, "_step", "2")
+    acc = make_accelerator()
+    acc.scaler = torch.amp.GradScaler("cpu")  # before prepare(), which hands it to the optimizer wrapper
+    torch.manual_seed(0)
+    learner = build_learner(acc, preset("tiny"), steps_per_epoch=10)
+    images, labels = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8), torch.arange(8) % 10
+    train_step(learner, images, labels, step=1)
+    weights = [p.clone() for p in learner.module.parameters()]
+    with OpCounter() as ops:
+        train_step(learner, images, labels, step=2)
+    assert ops.counts.get(HOST_READ, 0) == 0
+    assert all(torch.equal(a, b) for a, b in zip(weights, learner.module.parameters()))  # the step was skipped
+    assert int(learner.skipped) == 1 and not acc.optimizer_step_was_skipped  # accelerate's flag misses it
+    train_step(learner, images, labels, step=3)
+    assert int(learner.skipped) == 1  # a good step is not counted
