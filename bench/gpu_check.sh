@@ -2,7 +2,7 @@
 # The GPU check: one prepared script for a machine with one NVIDIA GPU, at most about 8 minutes (each part has its
 # own time limit). It measures what BENCHMARKS.md's "GPU" section and issue #18's targets need:
 #   1. launch to 98% and to 99% test accuracy of the `gpu` preset (global batch 1,024) in bf16, compiled
-#      (accelerate_configs/bf16_compile.yaml), compile included; the run gets RECIPE_BOX seconds (default 200),
+#      (accelerate_configs/bf16_compile.yaml), compile included; the run gets RECIPE_BOX seconds (default 180),
 #      then Ctrl-C, and bench/time_to_accuracy.py reports the epochs it finished (all 60 if they fit);
 #   2. the training step alone (bench/flops.py), bf16: samples/s eager, compiled (inductor) and reduce-overhead
 #      (CUDA graphs) at batch 128 (`default`) and 1,024 (`gpu`), the compile time of each, how many graphs inductor
@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp/gpu_check}}
 py=${PYTHON:-python3}  # on the lent GPU machines python3, not python, is the interpreter that holds torch
-recipe_box=${RECIPE_BOX:-200}
+recipe_box=${RECIPE_BOX:-180}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 if ! "$py" -c "import perceiver_mnist, perceiver_pytorch" 2>/dev/null; then
@@ -27,13 +27,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 torch.cuda.get_device_name(0), 'accelerate', accelerate.__version__)" || exit 1
 
 echo "== 1. the gpu preset, bf16, compiled: launch to 98% / 99% (time box $recipe_box s)"
-timeout $((recipe_box + 60)) "$py" bench/time_to_accuracy.py --config bf16_compile.yaml --data-dir data \
+timeout $((recipe_box + 40)) "$py" bench/time_to_accuracy.py --config bf16_compile.yaml --data-dir data \
   --logdir "$out/runs" --run gpu-bf16-compiled --time-box "$recipe_box" -- --preset gpu >"$out/recipe.log" 2>&1
 echo "exit $?"
 grep -E "^(epoch [0-9]|run |done:|interrupted)|rror" "$out/recipe.log" | tail -70
 sed -n '/^{/,/^}/p' "$out/recipe.log" | grep -v '^  *[0-9]*,\?$'
 
 echo "== 2. the training step, bf16: eager, compiled, reduce-overhead (CUDA graphs); sync debug mode"
-timeout 330 "$py" bench/flops.py --device cuda --precision bf16 --batch-sizes 128 1024 --steps 100 \
+timeout 240 "$py" bench/flops.py --device cuda --precision bf16 --batch-sizes 128 1024 --steps 100 \
   --compile default reduce-overhead --sync-debug 2>&1 | grep -v Warning
 echo "exit $? (non-zero with a traceback naming a synchronizing op: the step waited for the GPU; 124: time limit)"

@@ -21,7 +21,7 @@ def test_every_field_is_a_flag_with_help_and_its_default():
         flag = "--" + f.name.replace("_", "-")
         assert flag in help_text, flag
         assert f.metadata["help"].split()[0] in help_text
-    assert "presets: default=0.002, seed=0.0001, tiny=0.002" in " ".join(help_text.split())
+    assert "presets: default=0.002, gpu=0.0056, seed=0.0001, tiny=0.002" in " ".join(help_text.split())
 
 
 def test_seed_preset_is_the_seed_recipe():
@@ -95,7 +95,18 @@ def test_a_hand_edited_saved_recipe_is_checked_like_flags(change, message):
 def test_unknown_preset_is_refused():
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         preset("huge")
-    assert set(PRESETS) == {"seed", "default", "tiny"}
+    assert set(PRESETS) == {"seed", "default", "gpu", "tiny"}
+
+
+def test_the_gpu_preset_is_the_default_model_at_a_large_batch_with_its_schedule_scaled():
+    default, gpu = preset("default"), preset("gpu")
+    assert gpu.model_fields() == default.model_fields() and gpu.epochs == default.epochs
+    ratio = gpu.batch_size / default.batch_size
+    assert gpu.batch_size >= 1024 and gpu.lr == pytest.approx(default.lr * ratio ** 0.5, rel=0.02)
+    # the weights decay as much per epoch, and the average spans the same share of the run's steps
+    assert gpu.lr * gpu.weight_decay / gpu.batch_size == pytest.approx(
+        default.lr * default.weight_decay / default.batch_size, rel=0.03)
+    assert gpu.ema_decay == pytest.approx(default.ema_decay ** ratio, abs=1e-5)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -116,7 +127,7 @@ def test_bad_flags_get_one_line_and_exit_2(flags, message):
 def test_help_exits_zero_and_lists_presets():
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
-    assert result.returncode == 0 and "{default,seed,tiny}" in result.stdout
+    assert result.returncode == 0 and "{default,gpu,seed,tiny}" in result.stdout
 
 
 def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was_trained_with():

@@ -55,7 +55,7 @@ def test_preset_parameter_counts(name, low, high):
     assert low < count_parameters(build_model(preset(name))) < high
 
 
-@pytest.mark.parametrize("name", ["seed", "default", "tiny"])
+@pytest.mark.parametrize("name", ["seed", "default", "gpu", "tiny"])
 def test_every_preset_maps_images_to_logits(name):
     model = build_model(preset(name)).eval()
     logits = model(torch.rand(3, 1, 28, 28))
