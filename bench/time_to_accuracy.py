@@ -35,6 +35,8 @@ THRESHOLDS = [97.0, 98.0, 99.0, 99.4, 99.5]
 
 def report(run_dir: str, launched_at: float) -> dict:
     ev = read_events(run_dir)
+    if tracking.TEST_ACCURACY not in ev.scalars:  # stopped (e.g. by --time-box) before its first evaluation
+        return {"epochs": 0, "time_to": None}
     acc = ev.scalars[tracking.TEST_ACCURACY]
     epochs = dict(zip(ev.scalars[tracking.EPOCH].steps, ev.scalars[tracking.EPOCH].values))
     crossing = {}
