@@ -85,8 +85,11 @@ def main() -> None:
     except subprocess.TimeoutExpired:
         # Ctrl-C to the run's processes, not to the launcher (which would print a traceback): they checkpoint and
         # exit, and the launcher (--quiet) follows them.
-        for child in psutil.Process(process.pid).children(recursive=True):
-            child.send_signal(signal.SIGINT)
+        for child in psutil.Process(process.pid).children():
+            try:
+                child.send_signal(signal.SIGINT)
+            except psutil.NoSuchProcess:  # it ended by itself meanwhile
+                pass
         process.wait()
     wall = time.time() - launched_at
     result = {"command": " ".join(cmd), "time_box_s": args.time_box or None, "machine": f"{platform.processor() or platform.machine()}, "

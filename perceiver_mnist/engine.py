@@ -164,9 +164,10 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     on the steps that log."""
     acc, recipe = learner.accelerator, learner.recipe
     # Under dynamo_mode reduce-overhead (CUDA graphs) a graph's outputs live in memory that its next replay
-    # overwrites; marking each step as a new generation says nothing from the last step is still read. A no-op
-    # without CUDA graphs.
-    torch.compiler.cudagraph_mark_step_begin()
+    # overwrites; marking each step as a new generation says nothing from the last step is still read. Only when
+    # compiled: the call imports inductor, which an eager run should not pay for.
+    if isinstance(learner.model, torch._dynamo.eval_frame.OptimizedModule):
+        torch.compiler.cudagraph_mark_step_begin()
     x = augment(to_float(images), recipe)
     # Under torch.compile: one graph for any batch size, so an epoch's last, smaller batch compiles nothing new.
     torch._dynamo.maybe_mark_dynamic(x, 0)
@@ -178,7 +179,8 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
         acc.clip_grad_norm_(learner.model.parameters(), recipe.grad_clip)
     # fp16: the loss scaler skips a step whose gradients overflowed and halves its scale. A fused optimizer skips
     # inside its kernel, where accelerate's optimizer_step_was_skipped cannot see it; so compare the scale before and
-    # after, on the device (get_scale() would wait for it).
+    # after, on the device (get_scale() would wait for it). Every process checks the same all-reduced gradients,
+    # so all skip the same steps and the count needs no reduction.
     scaler = acc.scaler
     scale_before = scaler._get_scale_async().clone() if scaler is not None else None
     learner.optimizer.step()

@@ -63,6 +63,6 @@ def test_a_step_the_fp16_loss_scaler_skips_is_counted_on_the_device(monkeypatch)
         train_step(learner, images, labels, step=2)
     assert ops.counts.get(HOST_READ, 0) == 0
     assert all(torch.equal(a, b) for a, b in zip(weights, learner.module.parameters()))  # the step was skipped
-    assert int(learner.skipped) == 1 and not acc.optimizer_step_was_skipped  # accelerate's flag misses it
+    assert int(learner.skipped) == 1
     train_step(learner, images, labels, step=3)
     assert int(learner.skipped) == 1  # a good step is not counted
