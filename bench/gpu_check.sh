@@ -5,9 +5,10 @@
 #      (accelerate_configs/bf16_compile.yaml), compile included; the run gets RECIPE_BOX seconds (default 180),
 #      then Ctrl-C, and bench/time_to_accuracy.py reports the epochs it finished (all 60 if they fit);
 #   2. the training step alone (bench/flops.py), bf16: samples/s eager, compiled (inductor) and reduce-overhead
-#      (CUDA graphs) at batch 128 (`default`) and 1,024 (`gpu`), the compile time of each, how many graphs inductor
-#      declined to capture as CUDA graphs, and torch's sync debug mode as an error over 100 timed steps of each
-#      (a step that waits for the GPU fails with a traceback naming the synchronising op).
+#      (CUDA graphs) at batch 128 and 1,024 (the model of `default` and `gpu`), the compile time of each (the later
+#      ones may hit inductor's cache), how many graphs inductor declined to capture as CUDA graphs, and torch's
+#      sync debug mode as an error over 100 timed steps of each (a step that waits for the GPU fails with a
+#      traceback naming the synchronising op).
 # Usage: bash bench/gpu_check.sh [OUTDIR]     (prints everything; record it in BENCHMARKS.md with the GPU's name)
 # Data: the MNIST .gz files shipped in data/ (no download). Offline machines: when perceiver_mnist and
 # perceiver_pytorch already import (e.g. PYTHONPATH=$PWD plus a carried perceiver-pytorch wheel), nothing is
