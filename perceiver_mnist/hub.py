@@ -47,10 +47,7 @@ class PerceiverMNIST(PerceiverClassifier, PyTorchModelHubMixin, library_name="pe
 
 def hub_model(path: str) -> PerceiverMNIST:
     """The trained model of a run (or of an exported folder) as a ``PerceiverMNIST``, in eval mode."""
-    trained = load_model(path)
-    model = PerceiverMNIST(recipe_to_dict(trained.recipe))
-    model.load_state_dict(trained.state_dict())
-    return model.eval()
+    return load_model(path, build=lambda recipe: PerceiverMNIST(recipe_to_dict(recipe)))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Callable
 
 import torch
 from perceiver_pytorch import PerceiverIO
@@ -241,9 +242,10 @@ def load_weights(model: nn.Module, path: str) -> None:
     model.load_state_dict(state)
 
 
-def load_model(path: str) -> PerceiverClassifier:
+def load_model(path: str, build: Callable[[Recipe], PerceiverClassifier] | None = None) -> PerceiverClassifier:
     """The trained model of a run directory, or of a folder written by ``export.py --format hf``, in eval mode on
-    the CPU. Both hold the recipe in ``config.json`` and the weights in ``model.safetensors``."""
+    the CPU. Both hold the recipe in ``config.json`` and the weights in ``model.safetensors``. ``build`` makes the
+    empty model from the recipe (default ``build_model``; a subclass such as the Hub's ``PerceiverMNIST``)."""
     if not os.path.isdir(path):
         raise UserError(f"{path} is not a folder: give a run directory or a folder written by export.py")
     config = read_config(path)
@@ -254,6 +256,6 @@ def load_model(path: str) -> PerceiverClassifier:
         fix = "the run has not finished (resume it to completion)" if "options" in config else \
             "the folder is not a complete export (export it again)"
         raise UserError(f"{weights_path} not found: {fix}")
-    model = build_model(recipe)
+    model = (build or build_model)(recipe)
     load_weights(model, weights_path)
     return model.eval()

@@ -35,6 +35,7 @@ class Run:
     options: RunOptions
     preset: str | None           # the --preset given, if any (recorded in config.json)
     saved_config: dict[str, Any] | None  # config.json of the run being resumed; None for a fresh run
+    saved_recipe: Recipe | None = None   # the recipe that config.json holds, checked (resumed runs)
     started: float = dataclasses.field(default_factory=time.perf_counter)  # this session's start
     elapsed_before: float = 0.0  # training wall time of the earlier sessions (from the checkpoint)
 
@@ -57,8 +58,7 @@ class Run:
                                  f"writable --logdir")
             return TrainerState()
         state = checkpoints.load_latest(acc, self.dir)
-        saved = recipe_from_dict(self.saved_config["recipe"], os.path.join(self.dir, CONFIG_FILE))
-        check_resume_position(state, saved, self.recipe, self.options, steps_per_epoch)
+        check_resume_position(state, self.saved_recipe, self.recipe, self.options, steps_per_epoch)
         if state.epoch >= self.recipe.epochs and os.path.isfile(os.path.join(self.dir, WEIGHTS_FILE)):
             acc.print(f"{self.dir} has already finished its {state.epoch} epochs (step {state.step}); nothing to "
                       f"do. To train longer, resume with --epochs N (N > {state.epoch}).")
@@ -179,7 +179,7 @@ def _check(acc: Accelerator, args: ParsedArgs, run_dir: str) -> Run:
                if getattr(recipe, k) != v]
     if changed:
         acc.print(f"resuming with a changed recipe: {'; '.join(changed)}")
-    return Run(run_dir, recipe, opts, args.preset, config)
+    return Run(run_dir, recipe, opts, args.preset, config, saved)
 
 
 def check_resume_position(state: TrainerState, saved: Recipe, recipe: Recipe, opts: RunOptions,
