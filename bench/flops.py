@@ -67,10 +67,11 @@ def leaf_ops(fn: Callable[[], None]) -> int:
 
 def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", compile_mode: str | None = None,
                         no_sync: bool = False, precision: str = "no",
-                        backend: str = "inductor") -> tuple[int, float, int, float]:
+                        backend: str = "inductor") -> tuple[int | None, float, int | None, float]:
     """FLOPs of one step, the time in seconds of ``engine.train_step`` (what train.py runs), its leaf ATen
-    operations, and the time of the first step (with ``compile_mode``: tracing and code generation included). With
-    ``no_sync`` on a GPU, a timed step that synchronises with the device raises."""
+    operations, and the time of the first step (with ``compile_mode``: tracing and code generation included; the
+    FLOPs and operations, the eager step's, are then not counted again: None). With ``no_sync`` on a GPU, a timed
+    step that synchronises with the device raises."""
     recipe = preset(name)
     acc = Accelerator(cpu=device == "cpu", mixed_precision=precision)
     torch.manual_seed(0)
@@ -83,11 +84,12 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
     def step() -> None:
         train_step(learner, images, labels, step=0)
 
-    model = learner.module  # not the compiled wrapper: counting must not be its first (compiling) call
-    with FlopCounterMode(display=False) as counter:
-        loss_fn(model(to_float(images)), labels, recipe).backward()
-    flops = counter.get_total_flops()
-    learner.optimizer.zero_grad(set_to_none=True)
+    flops = ops = None
+    if not compile_mode:
+        with FlopCounterMode(display=False) as counter:
+            loss_fn(learner.module(to_float(images)), labels, recipe).backward()
+        flops = counter.get_total_flops()
+        learner.optimizer.zero_grad(set_to_none=True)
     sync(device)
     t0 = time.perf_counter()
     step()
@@ -95,7 +97,8 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
     first = time.perf_counter() - t0
     for _ in range(10):  # warm-up: the first steps of a shape pay for allocations and kernel selection
         step()
-    ops = leaf_ops(step)
+    if not compile_mode:
+        ops = leaf_ops(step)
     sync(device)
     t0 = time.perf_counter()
     with sync_debug(device == "cuda" and no_sync):

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from perceiver_mnist import tracking
-from perceiver_mnist.checkpoints import TMP_PREFIX, complete_checkpoints
+from perceiver_mnist.checkpoints import TMP_PREFIX, complete_checkpoints, load_latest
 from perceiver_mnist.errors import UserError
 from perceiver_mnist.events import read_events
 from perceiver_mnist.faults import VARIABLE
@@ -171,8 +171,6 @@ def test_a_killed_run_with_a_weight_average_resumes_exactly(data_dir, tmp_path):
 
 
 def test_rng_states_of_every_process_are_checked_by_their_content(tmp_path):
-    import random
-
     import numpy as np
 
     from perceiver_mnist.checkpoints import _check_rng_states
@@ -191,7 +189,6 @@ def test_rng_states_of_every_process_are_checked_by_their_content(tmp_path):
 
 def _one_checkpoint(tmp_path):
     """A run directory with one complete checkpoint whose RNG state is valid (its other files are never read)."""
-    import random
     from types import SimpleNamespace
 
     import numpy as np
@@ -209,8 +206,6 @@ def _one_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("error", [OSError("disk gone"), EOFError("truncated"), RuntimeError("size mismatch")])
 def test_an_unreadable_checkpoint_is_reported_and_skipped(error, tmp_path):
-    from perceiver_mnist.checkpoints import load_latest
-
     accelerator, printed = _one_checkpoint(tmp_path)
 
     def load_state(path):
@@ -223,8 +218,6 @@ def test_an_unreadable_checkpoint_is_reported_and_skipped(error, tmp_path):
 
 def test_a_bug_while_loading_a_checkpoint_keeps_its_traceback(tmp_path):
     """A TypeError from our own code is not a corrupt file: it must not turn into "trying the previous one"."""
-    from perceiver_mnist.checkpoints import load_latest
-
     accelerator, printed = _one_checkpoint(tmp_path)
 
     def load_state(path):

@@ -47,9 +47,7 @@ def test_twin_starts_one_trains_and_the_other_exits_2_touching_nothing(data_dir:
     loser, = [p for p in twins if p.poll() is not None]
     winner, = [p for p in twins if p is not loser]
     loser_err = loser.communicate(timeout=60)[1]
-    for line in winner.stdout:  # the winner trains: once its first epoch is done, stop it the usual way
-        if line.startswith("epoch 1/"):
-            break
+    wait_for_epoch_1(winner)  # the winner trains: once its first epoch is done, stop it the usual way
     winner.send_signal(signal.SIGINT)
     winner_out, winner_err = winner.communicate(timeout=120)
     assert loser.returncode == 2 and winner.returncode == 130, (loser_err[-2000:], winner_err[-2000:])
