@@ -39,6 +39,8 @@ class DatasetInfo:
     std: float
     sha256: dict[str, str] | None  # of the uncompressed IDX files, checked when extracting a shipped .gz
     classes: tuple[str, ...]  # the name of each label, in label order (what predict.py prints)
+    title: str  # the dataset's name in prose (the model card)
+    hub_id: str  # the dataset's id on the Hugging Face Hub (the model card's metadata)
 
     @property
     def folder(self) -> str:
@@ -51,9 +53,10 @@ DATASETS = {
         "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
         "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    }, tuple(str(digit) for digit in range(NUM_CLASSES))),
+    }, tuple(str(digit) for digit in range(NUM_CLASSES)), "MNIST", "ylecun/mnist"),
     # torchvision's names, in Zalando's label order (7 is Sneaker, 8 is Bag).
-    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, 0.2860, 0.3530, None, tuple(datasets.FashionMNIST.classes)),
+    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, 0.2860, 0.3530, None, tuple(datasets.FashionMNIST.classes),
+                                 "Fashion-MNIST", "zalando-datasets/fashion_mnist"),
 }
 
 

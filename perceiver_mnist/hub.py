@@ -26,7 +26,6 @@ from .runs import CONFIG_FILE, FIGURES_DIR, WEIGHTS_FILE, read_config
 CARD_FILE = "README.md"
 SUMMARY_FIGURE = "summary.png"
 EXPORTED_FILES = {CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SUMMARY_FIGURE}  # an earlier export may be overwritten
-HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}  # their Hub ids
 
 
 class PerceiverMNIST(PerceiverClassifier, PyTorchModelHubMixin, library_name="perceiver-mnist", license="mit",
@@ -96,10 +95,10 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
     """The README.md of an exported model: what it is and its recipe, its test accuracy, the hardware and time of
     its training, the summary figure (when drawn) and how to use it."""
     recipe = model.recipe
-    dataset = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}[recipe.dataset]
-    classes = DATASETS[recipe.dataset].classes
+    info = DATASETS[recipe.dataset]
+    dataset, classes = info.title, info.classes
     data = model.generate_model_card().data  # the mixin's metadata: library, license, tags, pipeline
-    data.datasets = [HUB_DATASETS[recipe.dataset]]
+    data.datasets = [info.hub_id]
     data.metrics = ["accuracy"]
     preset_name = config.get("preset") if config.get("preset") in PRESETS else "default"
     lines = [
