@@ -13,14 +13,24 @@ from PIL import Image
 PAPER, INK = (244, 240, 228), (20, 40, 140)  # cream paper, blue ballpoint: the RGB and photo pictures
 
 
+def _resized(pixels: np.ndarray, side: int) -> Image.Image:
+    """A grey picture scaled to ``side`` x ``side`` smoothly (bicubic), as a drawing program exports it."""
+    return Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC)
+
+
+def _ink_on_paper(ink: np.ndarray) -> np.ndarray:
+    """RGB float pixels of blue ink on cream paper, from an ink coverage in [0, 1] of shape ``(h, w)``."""
+    return (1 - ink[..., None]) * np.array(PAPER) + ink[..., None] * np.array(INK)
+
+
 def enlarged(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """White on black as in MNIST, 4x larger, smoothly (bicubic), as a drawing program would export it."""
-    return Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC)
+    return _resized(digit, 112)
 
 
 def inverted(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """Black ink on white paper, 3x larger."""
-    return Image.fromarray(255 - digit).resize((84, 84), Image.Resampling.BICUBIC)
+    return _resized(255 - digit, 84)
 
 
 def off_centre(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -29,20 +39,19 @@ def off_centre(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     left, top = int(rng.integers(4, 40)), int(rng.integers(4, 30))
     if rng.random() < 0.5:
         left = 200 - 56 - left
-    page.paste(Image.fromarray(255 - digit).resize((56, 56), Image.Resampling.BICUBIC), (left, top))
+    page.paste(_resized(255 - digit, 56), (left, top))
     return page
 
 
 def rgb(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """Blue ink on cream paper in RGB, 3x larger."""
-    ink = np.asarray(Image.fromarray(digit).resize((84, 84), Image.Resampling.BICUBIC), dtype=np.float32) / 255
-    mixed = (1 - ink[..., None]) * np.array(PAPER) + ink[..., None] * np.array(INK)
+    mixed = _ink_on_paper(np.asarray(_resized(digit, 84), dtype=np.float32) / 255)
     return Image.fromarray(np.round(mixed).astype(np.uint8), mode="RGB")
 
 
 def jpeg(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """Black on white, 4x larger, saved as a JPEG of quality 50 (visible ringing around the strokes)."""
-    return Image.fromarray(255 - digit).resize((112, 112), Image.Resampling.BICUBIC)
+    return _resized(255 - digit, 112)
 
 
 def photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -52,10 +61,9 @@ def photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     side = 72
     ink = np.zeros((h, w), dtype=np.float32)
     top, left = int(rng.integers(10, h - side - 10)), int(rng.integers(10, w - side - 10))
-    big = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
-    ink[top:top + side, left:left + side] = np.asarray(big, dtype=np.float32) / 255
+    ink[top:top + side, left:left + side] = np.asarray(_resized(digit, side), dtype=np.float32) / 255
     light = np.linspace(1.0, 0.8, w, dtype=np.float32)[None, :, None]  # darker towards one side
-    mixed = ((1 - ink[..., None]) * np.array(PAPER) + ink[..., None] * np.array(INK)) * light
+    mixed = _ink_on_paper(ink) * light
     mixed += rng.normal(0.0, 6.0, mixed.shape)
     return Image.fromarray(np.clip(np.round(mixed), 0, 255).astype(np.uint8), mode="RGB")
 
