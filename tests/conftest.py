@@ -62,6 +62,13 @@ def offline_env() -> dict[str, str]:
     return {**os.environ, **NO_NETWORK, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+def run_python(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repository root, offline, with its output captured: a script such as predict.py
+    with its flags, or ``-c CODE``."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env={**offline_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def train_cmd(args: list[str], config: str | None = "cpu.yaml") -> list[str]:
     """train.py for real: through `accelerate launch --config_file accelerate_configs/CONFIG`, or plain
     `python train.py` when config is None."""
@@ -78,8 +85,18 @@ def launch(args: list[str], config: str | None = "cpu.yaml", timeout: float = 24
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_args(data_dir: Path, logdir: Path, run: str, *extra: str) -> list[str]:
+    """train.py's flags for run LOGDIR/RUN on DATA_DIR, then ``extra``."""
+    return ["--data-dir", str(data_dir), "--logdir", str(logdir), "--run", run, *extra]
+
+
 def tiny_args(data_dir: Path, logdir: Path, run: str, *extra: str) -> list[str]:
-    return ["--preset", "tiny", "--data-dir", str(data_dir), "--logdir", str(logdir), "--run", run, *extra]
+    return ["--preset", "tiny", *run_args(data_dir, logdir, run, *extra)]
+
+
+def resume_args(data_dir: Path, logdir: Path, run: str, *extra: str) -> list[str]:
+    """``--resume`` of run LOGDIR/RUN (its recipe comes from its config.json), then ``extra``."""
+    return run_args(data_dir, logdir, run, "--resume", *extra)
 
 
 @pytest.fixture(scope="session")

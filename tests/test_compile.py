@@ -20,7 +20,7 @@ from perceiver_mnist import load_model, tracking
 from perceiver_mnist.events import read_events
 from perceiver_mnist.faults import VARIABLE
 
-from .conftest import ACCELERATE, N_TEST, ROOT, launch, offline_env, tiny_args
+from .conftest import ACCELERATE, N_TEST, ROOT, launch, offline_env, resume_args, tiny_args
 from .test_train import accuracy_of
 
 # 192 training images in batches of 20: the epoch's last batch has 12, which must not compile a second graph.
@@ -69,8 +69,7 @@ def test_a_killed_compiled_run_resumes_to_the_same_compiled_run_left_alone(data_
     assert alone.returncode == 0, alone.stderr[-3000:]
     killed = launch(tiny_args(data_dir, logdir, "k", *args), config=None, env={**compiled(), VARIABLE: "step:14"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = launch(["--run", "k", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume", *args],
-                     config=None, env={**compiled(), **TRACE_LOGS})
+    resumed = launch(resume_args(data_dir, logdir, "k", *args), config=None, env={**compiled(), **TRACE_LOGS})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at epoch 1, step 12 (2 batches into epoch 2)" in resumed.stdout
     assert_one_graph(resumed.stderr)

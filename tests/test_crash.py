@@ -20,7 +20,7 @@ from perceiver_mnist.errors import UserError
 from perceiver_mnist.events import read_events
 from perceiver_mnist.faults import VARIABLE
 
-from .conftest import ROOT, launch, offline_env, tiny_args, train_cmd
+from .conftest import ROOT, launch, offline_env, resume_args, tiny_args, train_cmd
 from .test_train import STEPS_PER_EPOCH, raw_steps
 
 TOTAL_STEPS = 2 * STEPS_PER_EPOCH  # tiny preset: 2 epochs
@@ -54,8 +54,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
 
 
 def resume(data_dir: Path, logdir: Path, name: str) -> subprocess.CompletedProcess:
-    result = launch(["--run", name, "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume", *EXTRA],
-                    config=None)
+    result = launch(resume_args(data_dir, logdir, name, *EXTRA), config=None)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -164,8 +163,7 @@ def test_a_killed_run_with_a_weight_average_resumes_exactly(data_dir, tmp_path):
     assert launch(tiny_args(data_dir, logdir, "base", *args), config=None).returncode == 0
     killed = launch(tiny_args(data_dir, logdir, "k", *args), config=None, env={VARIABLE: "step:17"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = launch(["--run", "k", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume", *args],
-                     config=None)
+    resumed = launch(resume_args(data_dir, logdir, "k", *args), config=None)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(logdir / "k", logdir / "base")
 

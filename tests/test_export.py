@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,14 +22,12 @@ from perceiver_mnist.hub import export_hf, push_to_hub
 from perceiver_mnist.onnx_export import INSTALL, compare_onnx, random_images, require_export_extra
 from perceiver_mnist.predict import open_picture, preprocess
 
-from .conftest import ROOT, offline_env
+from .conftest import ROOT, run_python
 
 PNG = b"\x89PNG\r\n\x1a\n a summary figure"
 
 
-def export(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "export.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**offline_env(), **(env or {})}, timeout=240)
+export = partial(run_python, "export.py", timeout=240)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +144,7 @@ def test_onnx_matches_pytorch_with_any_batch_size(tiny_run, data_dir, tmp_path):
             f"images = preprocess(open_picture({str(picture)!r}))[None, None].astype(np.float32) / 255; "
             "print(session.run(None, {'images': images})[0].tolist()); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    served = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    served = run_python("-c", code)
     assert served.returncode == 0, served.stderr[-2000:]
     expected = model(to_float(torch.from_numpy(preprocess(open_picture(str(picture))))[None]))
     assert torch.allclose(torch.tensor(json.loads(served.stdout)), expected, atol=1e-4)

@@ -6,8 +6,7 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from perceiver_mnist import figures, tracking
 from perceiver_mnist.errors import UserError, run_cli
 from perceiver_mnist.events import read_events
 
-from .conftest import ROOT
+from .conftest import run_python
 
 CURVES = ["train_loss", "test_loss", "accuracy", "lr"]
 
@@ -105,9 +104,7 @@ def test_missing_tags_are_named_and_the_rest_is_still_made(tmp_path):
     assert "model.safetensors not found" in notices
 
 
-def run_figures(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "figures.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+run_figures = partial(run_python, "figures.py")
 
 
 @pytest.mark.parametrize("code, strerror, message", [
@@ -162,7 +159,7 @@ def test_figures_need_no_training_code(tiny_run, tmp_path):
             f"make_figures({str(tiny_run.parent)!r}, 'tiny', {str(tmp_path)!r}, model_figures=False); "
             "bad = [m for m in ('torch', 'accelerate', 'perceiver_mnist.engine') if m in sys.modules]; "
             "assert not bad, bad")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from perceiver_mnist.runs import LOCK_FILE
 
-from .conftest import ROOT, offline_env, tiny_args, train_cmd
+from .conftest import ROOT, launch, offline_env, resume_args, tiny_args, train_cmd
 
 
 def start(args: list[str]) -> subprocess.Popen:
@@ -74,9 +74,7 @@ def test_a_live_run_refuses_resume_serves_readers_and_resumes_at_once_after_kill
         assert figures.returncode == 0, figures.stderr[-2000:]
         assert (run / "figures" / "accuracy.png").is_file()
         # A second writer, as a scheduler that requeues a job would start it, is refused while the first lives.
-        second = subprocess.run(train_cmd(["--run", "live", "--logdir", str(logdir), "--data-dir", str(data_dir),
-                                           "--resume"], config=None),
-                                cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=120)
+        second = launch(resume_args(data_dir, logdir, "live"), config=None, timeout=120)
         assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and holder_text(live.pid) in lines[0]
@@ -86,8 +84,6 @@ def test_a_live_run_refuses_resume_serves_readers_and_resumes_at_once_after_kill
         live.communicate(timeout=60)
     # The OS dropped the lock with the process: no stale lock, --resume works at once.
     newest = max((json.loads(p.read_text())["step"] for p in run.glob("checkpoints/*/trainer_state.json")))
-    resumed = subprocess.run(train_cmd(["--run", "live", "--logdir", str(logdir), "--data-dir", str(data_dir),
-                                        "--resume", "--max-steps", str(newest + 2)], config=None),
-                             cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=120)
+    resumed = launch(resume_args(data_dir, logdir, "live", "--max-steps", str(newest + 2)), config=None, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"step {newest}" in resumed.stdout and f"stopped at --max-steps {newest + 2}" in resumed.stdout

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from perceiver_mnist.data import DATASETS, to_float
 from perceiver_mnist.pictures import TRANSFORMS, write_picture
 from perceiver_mnist.predict import NotAPicture, open_picture, preprocess
 
-from .conftest import ROOT, offline_env, saved_run
+from .conftest import ROOT, run_python, saved_run
 
 DIGITS = 8  # the first 8 test digits: 7 2 1 0 4 1 4 9
 
@@ -114,9 +113,7 @@ def test_a_blank_page_holds_no_ink(kind):
 # End to end
 # ----------------------------------------------------------------------------------------------------------
 
-def predict(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=offline_env(), timeout=120)
+predict = partial(run_python, "predict.py")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from perceiver_mnist.config import Recipe, recipe_to_dict
 from perceiver_mnist.data import load_datasets, to_float
 from perceiver_mnist.events import read_events
 
-from .conftest import ACCELERATE, N_TEST, N_TRAIN, ROOT, launch, make_dataset, tiny_args
+from .conftest import ACCELERATE, N_TEST, N_TRAIN, ROOT, launch, make_dataset, resume_args, tiny_args
 
 TINY = preset("tiny")
 STEPS_PER_EPOCH = math.ceil(N_TRAIN / TINY.batch_size)
@@ -73,8 +73,7 @@ def test_load_model_returns_the_trained_model(tiny_run: Path, data_dir: Path):
 def test_resume_continues_the_run_and_its_curves(tiny_run: Path, data_dir: Path, tmp_path: Path):
     logdir = tmp_path / "runs"
     shutil.copytree(tiny_run, logdir / "tiny")
-    result = launch(["--run", "tiny", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
-                     "--epochs", "3", "--log-every", "2"])
+    result = launch(resume_args(data_dir, logdir, "tiny", "--epochs", "3", "--log-every", "2"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed" in result.stdout and "epochs: 2 -> 3" in result.stdout
     run = logdir / "tiny"
@@ -92,8 +91,7 @@ def test_stale_events_after_the_last_checkpoint_are_purged_on_resume(data_dir: P
     assert launch(args, config=None).returncode == 0
     # Pretend the process died after logging step 8 but before its checkpoint was written.
     shutil.rmtree(logdir / "r" / "checkpoints" / "step_8")
-    result = launch(["--run", "r", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
-                     "--max-steps", "10", "--log-every", "1"], config=None)
+    result = launch(resume_args(data_dir, logdir, "r", "--max-steps", "10", "--log-every", "1"), config=None)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "at epoch 0, step 4 (4 batches into epoch 1)" in result.stdout
     assert raw_steps(logdir / "r", tracking.TRAIN_LOSS_STEP) == list(range(1, 11))
@@ -238,8 +236,7 @@ def test_a_mid_epoch_checkpoint_refuses_another_epoch_length(data_dir: Path, tmp
     logdir = tmp_path / "runs"
     assert launch(tiny_args(data_dir, logdir, "m", "--max-steps", "3"), config=None).returncode == 0
     before = tree_digest(logdir)
-    result = launch(["--run", "m", "--logdir", str(logdir), "--data-dir", str(data_dir), "--resume",
-                     "--batch-size", "64"], config=None, timeout=120)
+    result = launch(resume_args(data_dir, logdir, "m", "--batch-size", "64"), config=None, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip() == ("train.py: error: the checkpoint is 3 batches into epoch 1, trained with "
                                      "--batch-size 16 --val-size 0: resume with those and the same data until the "
