@@ -1,7 +1,7 @@
 """Train several recipes side by side on the validation split and compare their validation curves.
 
 One `accelerate launch ... train.py --val-size 5000` per recipe, all started at once, each with its own log; when
-the time box ends, every run still going gets SIGINT (train.py then saves a checkpoint and exits). Meant for a
+the time box ends, every run still going gets Ctrl-C (train.py then saves a checkpoint and exits). Meant for a
 GPU, where one run of the (previous) default preset is bound by the host (BENCHMARKS.md, "GPU") and leaves the
 GPU mostly idle: seven runs side by side on an NVIDIA H100 trained at about 4,000 samples/s each
 (docs/model-selection.md, round 9). On the 2-core CPU, run one recipe at a time.
@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from launching import ROOT, STOP_GRACE_S, alive, interrupt, kill_after, start, train_command
+
 sys.path.insert(0, ROOT)
 
 from perceiver_mnist import tracking  # noqa: E402
@@ -31,63 +31,43 @@ from perceiver_mnist.data import SELECTION_VAL_SIZE  # noqa: E402
 from perceiver_mnist.errors import UserError  # noqa: E402
 from perceiver_mnist.events import read_events  # noqa: E402
 
-STOP_GRACE_S = 120  # how long a stopped run may take to save its checkpoint before it is killed
-
-
 def launch(args: argparse.Namespace, name: str, flags: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.config, "train.py",
-           "--data-dir", args.data_dir, "--logdir", os.path.join(args.out, "runs"),
-           "--val-size", str(SELECTION_VAL_SIZE), "--grid-images", "0", "--run", name, *shlex.split(flags)]
+    cmd = train_command(args.config, "--data-dir", args.data_dir, "--logdir", os.path.join(args.out, "runs"),
+                        "--val-size", str(SELECTION_VAL_SIZE), "--grid-images", "0", "--run", name,
+                        *shlex.split(flags))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     print(f"{name}: {shlex.join(cmd)}", flush=True)
     with open(os.path.join(args.out, f"{name}.log"), "w") as log:
-        # A session of its own: the time box signals the launcher and train.py together, as Ctrl-C would.
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        return start(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def stop(procs: dict[str, subprocess.Popen], why: str) -> None:
-    """SIGINT every run still going, then wait for its whole process group: the launcher exits at once on
-    SIGINT, while train.py is still writing its checkpoint."""
+    """Ctrl-C to every run still going, all at once, then wait for each to checkpoint and exit."""
     for name, p in procs.items():
-        if group_alive(p.pid):
+        if alive(p):
             print(f"{name}: stopped ({why})", flush=True)
-            os.killpg(p.pid, signal.SIGINT)
+            interrupt(p)
     deadline = time.monotonic() + STOP_GRACE_S
     for name, p in procs.items():
-        while group_alive(p.pid) and time.monotonic() < deadline:
-            p.poll()  # reap the launcher, so that its pid leaves the group
-            time.sleep(1)
-        if group_alive(p.pid):
-            os.killpg(p.pid, signal.SIGKILL)
-            print(f"{name}: killed ({STOP_GRACE_S} s after SIGINT)", flush=True)
+        if kill_after(p, deadline):
+            print(f"{name}: killed ({STOP_GRACE_S} s after Ctrl-C)", flush=True)
 
 
 def run_all(args: argparse.Namespace, specs: list[tuple[str, str]]) -> None:
-    # SIGTERM (an outer timeout, a job scheduler) becomes SystemExit, so that the runs are stopped below.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    start = time.monotonic()
+    began = time.monotonic()
     procs: dict[str, subprocess.Popen] = {}
     try:
         for name, flags in specs:
             procs[name] = launch(args, name, flags)
-        while any(p.poll() is None for p in procs.values()) and time.monotonic() - start < args.time_box:
+        while any(p.poll() is None for p in procs.values()) and time.monotonic() - began < args.time_box:
             time.sleep(5)
-        stop(procs, f"time box, {time.monotonic() - start:.0f} s")
+        stop(procs, f"time box, {time.monotonic() - began:.0f} s")
     except BaseException:  # Ctrl-C or an error here: leave no training behind on the machine
         stop(procs, "the sweep was interrupted")
         raise
     for name, p in procs.items():
         print(f"{name}: launcher exit {p.wait()}")
-    print(f"all runs ended after {time.monotonic() - start:.0f} s")
+    print(f"all runs ended after {time.monotonic() - began:.0f} s")
 
 
 def report(out: str, names: list[str]) -> None:

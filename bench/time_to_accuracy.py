@@ -17,14 +17,12 @@ import json
 import os
 import platform
 import resource
-import signal
 import subprocess
 import sys
 import time
 
-import psutil
+from launching import ROOT, STOP_GRACE_S, start, stop, train_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from perceiver_mnist import tracking  # noqa: E402
@@ -71,29 +69,25 @@ def main() -> None:
     if args.report_only:
         print(json.dumps(report(run_dir, os.path.getmtime(os.path.join(run_dir, "config.json"))), indent=1))
         return
-    # `accelerate launch` of this interpreter, whatever `accelerate` on the PATH belongs to
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file",
-           os.path.join(ROOT, "accelerate_configs", args.config),
-           os.path.join(ROOT, "train.py"), "--data-dir", args.data_dir, "--logdir", args.logdir, "--run", args.run,
-           *extra]
+    cmd = train_command(os.path.join(ROOT, "accelerate_configs", args.config), "--data-dir", args.data_dir,
+                        "--logdir", args.logdir, "--run", args.run, *extra)
     launched_at = time.time()
-    process = subprocess.Popen(cmd, cwd=ROOT)
+    process, boxed = start(cmd), False
     try:
         process.wait(timeout=args.time_box or None)
-        if process.returncode:
-            sys.exit(f"time_to_accuracy: the run failed with exit status {process.returncode}")
-    except subprocess.TimeoutExpired:
-        # Ctrl-C to the run's processes, not to the launcher (which would print a traceback): they checkpoint and
-        # exit, and the launcher (--quiet) follows them.
-        for child in psutil.Process(process.pid).children():
-            try:
-                child.send_signal(signal.SIGINT)
-            except psutil.NoSuchProcess:  # it ended by itself meanwhile
-                pass
-        process.wait()
+    except subprocess.TimeoutExpired:  # the time box: Ctrl-C, and report the epochs it finished
+        boxed = True
+        if stop(process):
+            sys.exit(f"time_to_accuracy: the run did not stop within {STOP_GRACE_S} s of Ctrl-C and was killed")
+    except BaseException:  # Ctrl-C or SIGTERM of this bench: the run is in a session of its own, so pass it on
+        stop(process)
+        raise
+    if process.returncode and not boxed:
+        sys.exit(f"time_to_accuracy: the run failed with exit status {process.returncode}")
     wall = time.time() - launched_at
-    result = {"command": " ".join(cmd), "time_box_s": args.time_box or None, "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "wall_minutes": round(wall / 60, 2),
+    result = {"command": " ".join(cmd), "time_box_s": args.time_box or None,
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "date": time.strftime("%Y-%m-%d"), "wall_minutes": round(wall / 60, 2),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
               **report(run_dir, launched_at)}
     print(json.dumps(result, indent=1))
