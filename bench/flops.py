@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import TorchDynamoPlugin
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -77,7 +78,11 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
     torch.manual_seed(0)
     learner = build_learner(acc, recipe, steps_per_epoch=steps)
     if compile_mode:
-        learner = replace(learner, model=torch.compile(learner.model, backend=backend, mode=compile_mode))
+        # What acc.prepare would do under `accelerate launch --dynamo_backend BACKEND --dynamo_mode MODE`, with
+        # accelerate's own arguments. Not through prepare: accelerate's state is one per process and keeps the first
+        # Accelerator's dynamo settings, and this script times several modes in one process.
+        dynamo = TorchDynamoPlugin(backend=backend.upper(), mode=compile_mode, dynamic=False)
+        learner = replace(learner, model=torch.compile(learner.model, **dynamo.to_kwargs()))
     images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=acc.device)
     labels = torch.randint(0, 10, (batch,), device=acc.device)
 

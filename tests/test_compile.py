@@ -26,6 +26,7 @@ from .test_train import accuracy_of
 # 192 training images in batches of 20: the epoch's last batch has 12, which must not compile a second graph.
 UNEVEN = ("--batch-size", "20", "--test-batch-size", "32", "--grid-images", "4")
 TRACE_LOGS = {"TORCH_LOGS": "dynamo,recompiles,graph_breaks"}
+COMPILED_RUN = (*UNEVEN, "--ema-decay", "0.9", "--checkpoint-every", "4")
 
 
 def compiled(backend: str = "eager", mode: str = "default", fullgraph: bool = False) -> dict[str, str]:
@@ -44,37 +45,45 @@ def assert_one_graph(stderr: str) -> None:
     assert "Recompiling" not in stderr and "Graph break" not in stderr
 
 
-def test_a_compiled_run_traces_once_saves_plain_names_and_equals_the_eager_run(data_dir: Path, tmp_path: Path):
+@pytest.fixture(scope="module")
+def compiled_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A whole compiled tiny run with a weight average and mid-epoch checkpoints, and what dynamo logged."""
+    run = tmp_path_factory.mktemp("runs") / "c"
+    result = launch(tiny_args(data_dir, run.parent, run.name, *COMPILED_RUN), config=None,
+                    env={**compiled(), **TRACE_LOGS})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result.stderr
+
+
+def test_a_compiled_run_traces_once_saves_plain_names_and_equals_the_eager_run(compiled_run, data_dir: Path,
+                                                                               tmp_path: Path):
     """One graph for the whole run: the uneven last batch, evaluation and the weight average compile nothing
     more; the saved weights have the module's own names, so load_model and the figures read them."""
-    logdir = tmp_path / "runs"
-    args = (*UNEVEN, "--ema-decay", "0.9")
-    run = launch(tiny_args(data_dir, logdir, "c", *args), config=None, env={**compiled(), **TRACE_LOGS})
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert_one_graph(run.stderr)
-    eager = launch(tiny_args(data_dir, logdir, "e", *args), config=None)
+    run, stderr = compiled_run
+    assert_one_graph(stderr)
+    eager = launch(tiny_args(data_dir, tmp_path, "e", *COMPILED_RUN), config=None)
     assert eager.returncode == 0, eager.stderr[-3000:]
-    weights, reference = load_file(logdir / "c" / "model.safetensors"), load_file(logdir / "e" / "model.safetensors")
+    weights, reference = load_file(run / "model.safetensors"), load_file(tmp_path / "e" / "model.safetensors")
     assert weights.keys() == reference.keys() and not any("_orig_mod" in k for k in weights)
     for name in weights:  # dynamo's eager backend runs the same kernels: the same numbers
         assert torch.equal(weights[name], reference[name]), name
-    logged = read_events(str(logdir / "c")).scalars[tracking.TEST_ACCURACY].values[-1]
-    assert accuracy_of(load_model(str(logdir / "c")), data_dir) == pytest.approx(logged)
+    logged = read_events(str(run)).scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
 
 
-def test_a_killed_compiled_run_resumes_to_the_same_compiled_run_left_alone(data_dir: Path, tmp_path: Path):
-    logdir = tmp_path / "runs"
-    args = (*UNEVEN, "--checkpoint-every", "4")
-    alone = launch(tiny_args(data_dir, logdir, "alone", *args), config=None, env=compiled())
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    killed = launch(tiny_args(data_dir, logdir, "k", *args), config=None, env={**compiled(), VARIABLE: "step:14"})
+def test_a_killed_compiled_run_resumes_to_the_same_compiled_run_left_alone(compiled_run, data_dir: Path,
+                                                                           tmp_path: Path):
+    alone, _ = compiled_run
+    killed = launch(tiny_args(data_dir, tmp_path, "k", *COMPILED_RUN), config=None,
+                    env={**compiled(), VARIABLE: "step:14"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = launch(resume_args(data_dir, logdir, "k", *args), config=None, env={**compiled(), **TRACE_LOGS})
+    resumed = launch(resume_args(data_dir, tmp_path, "k", *COMPILED_RUN), config=None,
+                     env={**compiled(), **TRACE_LOGS})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at epoch 1, step 12 (2 batches into epoch 2)" in resumed.stdout
     assert_one_graph(resumed.stderr)
-    weights, reference = load_file(logdir / "k" / "model.safetensors"), load_file(logdir / "alone" / "model.safetensors")
-    for name in reference:
+    weights, reference = load_file(tmp_path / "k" / "model.safetensors"), load_file(alone / "model.safetensors")
+    for name in reference:  # the weight average included: it is what model.safetensors holds
         assert torch.equal(weights[name], reference[name]), name
 
 
