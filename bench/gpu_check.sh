@@ -3,7 +3,7 @@
 # own time limit). It measures what BENCHMARKS.md's "GPU" section and issue #18's targets need:
 #   1. launch to 98% and to 99% test accuracy of the `gpu` preset (global batch 1,024) in bf16, compiled
 #      (accelerate_configs/bf16_compile.yaml), compile included; the run gets RECIPE_BOX seconds (default 180),
-#      then Ctrl-C, and bench/time_to_accuracy.py reports the epochs it finished (all 60 if they fit);
+#      then Ctrl-C, and bench/time_to_accuracy.py reports the epochs it finished (all 80 if they fit);
 #   2. the training step alone (bench/flops.py), bf16: samples/s eager, compiled (inductor) and reduce-overhead
 #      (CUDA graphs) at batch 128 and 1,024 (the model of `default` and `gpu`), the compile time of each (the later
 #      ones may hit inductor's cache), how many graphs inductor declined to capture as CUDA graphs, and torch's

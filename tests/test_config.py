@@ -100,10 +100,10 @@ def test_unknown_preset_is_refused():
 
 def test_the_gpu_preset_is_the_default_model_at_a_large_batch_with_its_schedule_scaled():
     default, gpu = preset("default"), preset("gpu")
-    assert gpu.model_fields() == default.model_fields() and gpu.epochs == default.epochs
+    assert gpu.model_fields() == default.model_fields() and gpu.epochs >= default.epochs
     ratio = gpu.batch_size / default.batch_size
     assert gpu.batch_size >= 1024 and gpu.lr == pytest.approx(default.lr * ratio ** 0.5, rel=0.02)
-    # the weights decay as much per epoch, and the average spans the same share of the run's steps
+    # the weights decay as much per epoch, and the average spans as many epochs
     assert gpu.lr * gpu.weight_decay / gpu.batch_size == pytest.approx(
         default.lr * default.weight_decay / default.batch_size, rel=0.03)
     assert gpu.ema_decay == pytest.approx(default.ema_decay ** ratio, abs=1e-5)
