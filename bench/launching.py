@@ -117,7 +117,10 @@ def kill_after(process: subprocess.Popen, deadline: float) -> bool:
     return True
 
 
-def stop(process: subprocess.Popen) -> bool:
-    """Ctrl-C to one run, then wait for it to checkpoint and exit; True if it had to be killed."""
-    interrupt(process)
-    return kill_after(process, time.monotonic() + STOP_GRACE_S)
+def stop(*processes: subprocess.Popen) -> list[bool]:
+    """Ctrl-C to every run at once, then wait, together for at most ``STOP_GRACE_S``, for each to checkpoint and
+    exit; for each, True if it had to be killed."""
+    for process in processes:
+        interrupt(process)
+    deadline = time.monotonic() + STOP_GRACE_S
+    return [kill_after(process, deadline) for process in processes]

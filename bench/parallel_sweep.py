@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-from launching import ROOT, STOP_GRACE_S, alive, interrupt, kill_after, start, train_command
+from launching import ROOT, STOP_GRACE_S, alive, start, train_command
+from launching import stop as stop_runs
 
 sys.path.insert(0, ROOT)
 
@@ -46,10 +47,8 @@ def stop(procs: dict[str, subprocess.Popen], why: str) -> None:
     for name, p in procs.items():
         if alive(p):
             print(f"{name}: stopped ({why})", flush=True)
-            interrupt(p)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for name, p in procs.items():
-        if kill_after(p, deadline):
+    for name, killed in zip(procs, stop_runs(*procs.values())):
+        if killed:
             print(f"{name}: killed ({STOP_GRACE_S} s after Ctrl-C)", flush=True)
 
 

@@ -77,7 +77,7 @@ def main() -> None:
         process.wait(timeout=args.time_box or None)
     except subprocess.TimeoutExpired:  # the time box: Ctrl-C, and report the epochs it finished
         boxed = True
-        if stop(process):
+        if any(stop(process)):
             sys.exit(f"time_to_accuracy: the run did not stop within {STOP_GRACE_S} s of Ctrl-C and was killed")
     except BaseException:  # Ctrl-C or SIGTERM of this bench: the run is in a session of its own, so pass it on
         stop(process)

@@ -63,7 +63,7 @@ def restore_signal_handlers():
 def test_stop_sends_ctrl_c_to_the_run_once_and_waits_for_it(tmp_path: Path):
     process, child = start_run(tmp_path, "handle")
     launching.interrupt(process)
-    assert launching.stop(process) is False  # it exited by itself, nothing was killed
+    assert launching.stop(process) == [False]  # it exited by itself, nothing was killed
     assert (tmp_path / "sigints").read_text() == "1"  # stopping twice sends Ctrl-C once
     assert process.returncode == 130 and not launching.alive(process) and gone(child)
 
