@@ -272,12 +272,22 @@ class EpochResult:
     samples: int
 
 
+def seed_process(acc: Accelerator, seed: int) -> None:
+    """Seed this process's global RNGs (Python, NumPy, torch) with ``seed + rank``.
+
+    Augmentation and token dropout draw from them: with one seed for all, rank r's i-th image of every batch would
+    be distorted exactly like rank 0's, and N processes would see 1/N as many distinct draws. One process keeps
+    ``seed`` itself. The ranks' initial weights differ too, until ``prepare`` broadcasts rank 0's.
+    """
+    set_seed((seed + acc.process_index) % 2**32)  # NumPy takes seeds below 2**32 only
+
+
 def train(args: ParsedArgs) -> int:
     """Run (or resume) one training run; returns the process exit code."""
     acc = make_accelerator(args.options.logdir)
     with open_run(acc, args) as run:
         recipe, opts = run.recipe, run.options
-        set_seed(opts.seed)
+        seed_process(acc, opts.seed)
         with acc.local_main_process_first():  # one download/extraction per machine; the others then read it
             splits = load_datasets(opts.data_dir, recipe.dataset, recipe.val_size)
         shard = dict(seed=opts.seed, device=acc.device, num_processes=acc.num_processes,

@@ -28,6 +28,7 @@ def test_ranks_see_different_shards_and_their_weights_stay_equal(tmp_path):
     assert len(a) == len(b) == 4 and not set(a) & set(b)             # different halves of the global batch
     assert sorted(a + b) == sorted(ranks[0]["global_first_batch"])   # together: exactly the global batch
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)  # synchronized gradients
+    assert ranks[0]["augmented"] != ranks[1]["augmented"]  # each rank its own random stream
 
 
 @pytest.mark.parametrize("world_size, teardown", [("2", False), ("1", True), (None, True)])
