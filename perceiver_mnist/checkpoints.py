@@ -11,7 +11,7 @@ import os
 import pickle
 import random
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from .runs import CHECKPOINTS_DIR, write_atomic
 STATE_FILE = "trainer_state.json"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".old-"
+UNREADABLE_PREFIX = ".unreadable-"  # a checkpoint that failed to load, kept for inspection but never resumed from
 
 
 @dataclass
@@ -39,7 +40,8 @@ class TrainerState:
     batch_in_epoch: int = 0   # batches of epoch ``epoch + 1`` already trained on (0 at an epoch boundary)
     elapsed_s: float = 0.0    # training wall time so far, summed over sessions
     skipped_steps: int = 0    # fp16 steps skipped by the loss scaler so far
-    epoch_loss_sum: float = 0.0  # this process's summed batch losses of the current epoch (exact mid-epoch resume)
+    epoch_loss_sum: float = 0.0  # the current epoch's batch losses so far, summed (each the mean over processes)
+    processes: int = 0        # processes that saved it, one RNG state file each (0: not recorded)
 
     @property
     def name(self) -> str:
@@ -66,7 +68,7 @@ def complete_checkpoints(run_dir: str) -> list[tuple[str, TrainerState]]:
         return []
     found = []
     for name in os.listdir(root):
-        if name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+        if name.startswith((TMP_PREFIX, TRASH_PREFIX, UNREADABLE_PREFIX)):
             continue
         state = _read_state(os.path.join(root, name))
         if state is not None:
@@ -87,8 +89,8 @@ def save(accelerator: Accelerator, run_dir: str, state: TrainerState, keep: int)
     accelerator.wait_for_everyone()
     faults.kill_if_armed("checkpoint", state.step)
     if accelerator.is_main_process:
-        write_atomic(os.path.join(tmp, STATE_FILE), dumps(asdict(state)))
-        if os.path.exists(final):  # same position saved before (e.g. after falling back from a corrupt one)
+        write_atomic(os.path.join(tmp, STATE_FILE), dumps(asdict(replace(state, processes=accelerator.num_processes))))
+        if os.path.exists(final):  # the same position saved before
             trash = os.path.join(root, TRASH_PREFIX + state.name)
             shutil.rmtree(trash, ignore_errors=True)
             os.replace(final, trash)
@@ -130,28 +132,56 @@ NOT_THE_FILE = (torch.cuda.OutOfMemoryError, torch.distributed.DistError)
 
 
 def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
-    """Restore the newest loadable checkpoint; an unreadable one is reported and the previous one is tried."""
+    """Restore the newest loadable checkpoint. An unreadable one is reported, set aside (renamed with
+    ``UNREADABLE_PREFIX``) and the previous one tried."""
     candidates = complete_checkpoints(run_dir)
     if not candidates:
         raise UserError(f"{run_dir} has no complete checkpoint to resume from; start it again without --resume "
                         f"under a new --run name")
+    unreadable = []
     for path, state in reversed(candidates):
+        saved_by = state.processes or accelerator.num_processes
         try:
             # The states' content goes straight into setstate: there a TypeError means a bad file, too.
-            _check_rng_states(path, accelerator.num_processes)
+            _check_rng_states(path, saved_by)
         except (*UNREADABLE, TypeError) as err:
             _warn_unreadable(accelerator, path, err)
+            unreadable.append(path)
             continue
         try:
-            accelerator.load_state(path)
+            accelerator.load_state(path)  # a rank with no saved RNG state keeps its own (seeded) one
         except NOT_THE_FILE:
             raise
         except UNREADABLE as err:
             _warn_unreadable(accelerator, path, err)
+            unreadable.append(path)
             continue
+        _set_aside(accelerator, unreadable)
+        if saved_by != accelerator.num_processes:
+            accelerator.print(f"note: {path} was saved by {saved_by} process(es) and this session has "
+                              f"{accelerator.num_processes}: training continues from the same position, but the "
+                              f"ranks' random augmentations differ from those of an uninterrupted run")
         return state
     raise UserError(f"every checkpoint in {os.path.join(run_dir, CHECKPOINTS_DIR)} is unreadable; "
                     f"start a new run")
+
+
+def _set_aside(accelerator: Accelerator, paths: list[str]) -> None:
+    """Rename unreadable checkpoints out of the run's list. Left in place, one would count among the newest when
+    the checkpoints written after the fallback (at lower steps) are pruned, and those would be deleted instead."""
+    if not paths:
+        return
+    accelerator.wait_for_everyone()  # every process is done reading them
+    if accelerator.is_main_process:
+        for path in paths:
+            root, name = os.path.split(path)
+            target, n = os.path.join(root, UNREADABLE_PREFIX + name), 1
+            while os.path.exists(target):
+                n += 1
+                target = os.path.join(root, f"{UNREADABLE_PREFIX}{name}-{n}")
+            os.replace(path, target)
+            accelerator.print(f"kept the unreadable checkpoint as {target}")
+    accelerator.wait_for_everyone()
 
 
 def _warn_unreadable(accelerator: Accelerator, path: str, err: Exception) -> None:

@@ -400,8 +400,9 @@ def train_one_epoch(t: Trainer) -> EpochResult:
 
 def _fold_into_state(t: Trainer, loss_sum: torch.Tensor) -> None:
     """Move the device-side sums (loss, fp16 skipped steps) into the state, which checkpoints save: so a mid-epoch
-    resume still reports the true epoch mean. Reads the device: only where the loop stops anyway."""
-    t.state.epoch_loss_sum += loss_sum.item()
+    resume still reports the true epoch mean. Reads the device: only where the loop stops anyway. The loss sum is
+    averaged over processes here (all of them call this at the same steps): only rank 0's state is saved."""
+    t.state.epoch_loss_sum += t.learner.accelerator.reduce(loss_sum, reduction="mean").item()
     t.state.skipped_steps += int(t.learner.skipped.item())
     loss_sum.zero_()
     t.learner.skipped.zero_()
@@ -412,7 +413,7 @@ def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:
     acc, state = t.learner.accelerator, t.state
     steps_per_epoch = len(t.train_batches)
     batches = state.batch_in_epoch or steps_per_epoch
-    train_loss = acc.reduce(torch.tensor(state.epoch_loss_sum / batches, device=acc.device), "mean").item()
+    train_loss = state.epoch_loss_sum / batches
     t0 = time.perf_counter()
     test = evaluate(t.learner, t.test_batches, state.step)
     eval_seconds = time.perf_counter() - t0

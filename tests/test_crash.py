@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from perceiver_mnist import tracking
-from perceiver_mnist.checkpoints import TMP_PREFIX, complete_checkpoints, load_latest
+from perceiver_mnist.checkpoints import TMP_PREFIX, UNREADABLE_PREFIX, complete_checkpoints, load_latest
 from perceiver_mnist.errors import UserError
 from perceiver_mnist.events import read_events
 from perceiver_mnist.faults import VARIABLE
@@ -155,6 +155,10 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(broken, data
     result = resume(data_dir, logdir, "c")
     assert "step_15 is unreadable" in result.stdout and "at epoch 1, step 12" in result.stdout
     assert_same_run(logdir / "c", uninterrupted)
+    # Set aside, not deleted, and out of the list: among the newest it would have displaced the fresh checkpoints.
+    kept = logdir / "c" / "checkpoints" / (UNREADABLE_PREFIX + "step_15") / broken
+    assert len(kept.read_bytes()) == 100
+    assert [Path(p).name for p, _ in complete_checkpoints(str(logdir / "c"))][-1] == "epoch_2"
 
 
 def test_a_killed_run_with_a_weight_average_resumes_exactly(data_dir, tmp_path):
@@ -185,8 +189,9 @@ def test_rng_states_of_every_process_are_checked_by_their_content(tmp_path):
     _check_rng_states(str(tmp_path), 1)
 
 
-def _one_checkpoint(tmp_path):
-    """A run directory with one complete checkpoint whose RNG state is valid (its other files are never read)."""
+def _one_checkpoint(tmp_path, processes=0):
+    """A run directory with one complete checkpoint whose RNG state is valid (its other files are never read),
+    saved by ``processes`` processes (0: not recorded) of which only rank 0's RNG state file exists."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -195,7 +200,8 @@ def _one_checkpoint(tmp_path):
 
     path = tmp_path / "checkpoints" / "step_3"
     path.mkdir(parents=True)
-    (path / STATE_FILE).write_text(json.dumps(dataclasses.asdict(TrainerState(step=3, batch_in_epoch=3))))
+    state = TrainerState(step=3, batch_in_epoch=3, processes=processes)
+    (path / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state)))
     torch.save({"random_state": random.getstate(), "numpy_random_seed": np.random.get_state(),
                 "torch_manual_seed": torch.get_rng_state()}, path / "random_states_0.pkl")
     printed: list[str] = []
@@ -212,6 +218,20 @@ def test_an_unreadable_checkpoint_is_reported_and_skipped(error, tmp_path):
     with pytest.raises(UserError, match="every checkpoint in .* is unreadable"):
         load_latest(accelerator, str(tmp_path))
     assert "step_3 is unreadable" in printed[0] and type(error).__name__ in printed[0]
+
+
+def test_every_rng_state_a_checkpoint_was_saved_with_is_checked_however_many_processes_resume(tmp_path):
+    """A checkpoint that says two processes saved it but lacks rank 1's state is unreadable, even on one process;
+    one that one process saved resumes on two (their rank 1 keeps its own seeded state), with a note."""
+    accelerator, printed = _one_checkpoint(tmp_path / "a", processes=2)
+    accelerator.load_state = lambda path: None
+    with pytest.raises(UserError, match="every checkpoint in .* is unreadable"):
+        load_latest(accelerator, str(tmp_path / "a"))
+    assert "FileNotFoundError" in printed[0]  # rank 1's file
+    accelerator, printed = _one_checkpoint(tmp_path / "b", processes=1)
+    accelerator.num_processes, accelerator.load_state = 2, lambda path: None
+    assert load_latest(accelerator, str(tmp_path / "b")).step == 3
+    assert "saved by 1 process(es) and this session has 2" in printed[0]
 
 
 def test_a_bug_while_loading_a_checkpoint_keeps_its_traceback(tmp_path):

@@ -105,7 +105,7 @@ def test_two_processes_shard_training_and_count_each_test_image_once(data_dir: P
     assert json.loads((run / "config.json").read_text())["num_processes"] == 2
     assert "2 process(es)" in result.stdout
     events = read_events(str(run))
-    # 90 test images over 2 processes x 16 per batch: accelerate pads the last batch, gather_for_metrics drops it.
+    # 90 test images in batches of 32 over 2 processes: the last batch's 26 split 13/13, each image counted once.
     assert events.scalars[tracking.TEST_SAMPLES].values == [N_TEST]
     # The global batch is split, so an epoch has as many steps as with one process.
     assert events.scalars[tracking.EPOCH].steps == [STEPS_PER_EPOCH]
@@ -116,6 +116,26 @@ def test_two_processes_shard_training_and_count_each_test_image_once(data_dir: P
     assert sorted(p.name for p in (run / "checkpoints" / "epoch_1").iterdir()) == [
         "model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
         "trainer_state.json"]
+
+
+def test_a_run_moves_between_one_and_two_processes_mid_epoch_and_its_epoch_loss_stays_the_mean(data_dir: Path,
+                                                                                             tmp_path: Path):
+    """Steps 1-5 on 2 processes, 6-8 on 1, the rest of the epoch on 2 again: each resume goes on from the same
+    position, and the epoch's train/loss is still the mean of its steps' losses (each the mean over processes)."""
+    logdir, extra = tmp_path / "runs", ("--log-every", "1", "--epochs", "1")
+    sessions = [(tiny_args(data_dir, logdir, "moved", *extra, "--max-steps", "5"), "multi_cpu.yaml"),
+                (resume_args(data_dir, logdir, "moved", *extra, "--max-steps", "8"), "cpu.yaml"),
+                (resume_args(data_dir, logdir, "moved", *extra), "multi_cpu.yaml")]
+    for args, config in sessions:
+        result = launch(args, config=config)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "was saved by 1 process(es) and this session has 2" in result.stdout
+    events = read_events(str(logdir / "moved"))
+    steps = events.scalars[tracking.TRAIN_LOSS_STEP]
+    assert steps.steps == list(range(1, STEPS_PER_EPOCH + 1))
+    epoch = events.scalars[tracking.TRAIN_LOSS]
+    assert epoch.steps[-1] == STEPS_PER_EPOCH
+    assert epoch.values[-1] == pytest.approx(sum(steps.values) / STEPS_PER_EPOCH, rel=1e-5)
 
 
 @pytest.mark.parametrize("config, distributed, processes, precision", [
