@@ -90,6 +90,13 @@ def _as_flag(name: str, value: Any) -> str:
     return (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value}"
 
 
+# What each --adapter and --query is, in the model card's words.
+_ADAPTERS = {"image": "the whole image as one token of 784 features",
+             "pixels": "one token per pixel, with Fourier position features",
+             "patches": "{p}x{p} image patches as tokens, with Fourier position features"}
+_QUERIES = {"learned": "a learned output query", "zeros": "a fixed all-zero output query"}
+
+
 def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, summary: dict[str, Any] | None,
                repo_id: str | None, has_figure: bool) -> ModelCard:
     """The README.md of an exported model: what it is and its recipe, its test accuracy, the hardware and time of
@@ -107,7 +114,8 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
         f"A [Perceiver IO](https://arxiv.org/abs/2107.14795) image classifier ({count_parameters(model):,} "
         f"parameters) trained on {dataset} with perceiver-mnist, which wraps lucidrains' "
         f"[perceiver-pytorch](https://github.com/lucidrains/perceiver-pytorch) `PerceiverIO` in an input adapter "
-        f"(image patches with Fourier position features) and a learned output query: 28x28 grey images in, one of "
+        f"({_ADAPTERS[recipe.adapter].format(p=recipe.patch_size)}) and {_QUERIES[recipe.query]}: 28x28 grey "
+        f"images in, one of "
         f"{len(classes)} classes out ({', '.join(classes)}). It was trained with the `{preset_name}` preset and "
         f"the recipe below.",
         "",

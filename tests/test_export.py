@@ -13,12 +13,12 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from perceiver_mnist import PerceiverMNIST, load_model, tracking
+from perceiver_mnist import PerceiverMNIST, load_model, preset, tracking
 from perceiver_mnist.config import recipe_to_dict
 from perceiver_mnist.data import to_float
 from perceiver_mnist.errors import UserError
 from perceiver_mnist.events import read_events
-from perceiver_mnist.hub import export_hf, push_to_hub
+from perceiver_mnist.hub import export_hf, model_card, push_to_hub
 from perceiver_mnist.onnx_export import INSTALL, compare_onnx, random_images, require_export_extra
 from perceiver_mnist.predict import open_picture, preprocess
 
@@ -67,12 +67,19 @@ def test_the_model_card_says_what_how_well_where_and_how_to_use_it(exported, run
     accuracy = read_events(str(run_with_figure)).scalars[tracking.TEST_ACCURACY].values
     text = card.text
     assert "# tiny: a Perceiver IO classifier of MNIST" in text
+    assert "(7x7 image patches as tokens, with Fourier position features) and a learned output query:" in text
     assert f"| **{accuracy[-1]:.2f}%** | {max(accuracy):.2f}% (" in text  # final, best
     assert re.search(r"\| 2 \| \d+\.\d min \| 1 process, CPU \(.+\), \d+ CPU cores, fp32 \| \d{4}-\d\d-\d\d \|", text)
     assert "on all 90 MNIST test images" in text  # the synthetic test set's size, as logged
     assert "![training loss, test loss and test accuracy per epoch](summary.png)" in text
     assert (exported / "summary.png").read_bytes() == PNG
     assert 'PerceiverMNIST.from_pretrained("someone/tiny")' in text and "The `tiny` preset." in text
+
+
+def test_the_model_card_describes_the_seeds_architecture_as_it_is():
+    card = model_card(PerceiverMNIST(recipe_to_dict(preset("seed"))), {"preset": "seed"}, "colab", None, None, False)
+    assert ("(the whole image as one token of 784 features) and a fixed all-zero output query:" in card.text
+            and "The `seed` preset." in card.text)
 
 
 def test_exporting_again_replaces_an_earlier_export_but_never_a_run(exported, run_with_figure, tiny_run):
