@@ -8,10 +8,10 @@ from perceiver_mnist.errors import run_cli
 
 
 def main() -> int:
-    from perceiver_mnist.config import OneLineParser
+    from perceiver_mnist.config import OneLineParser, add_logdir_argument
     parser = OneLineParser(prog="export.py", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="Name of the run (a directory under --logdir).")
-    parser.add_argument("--logdir", default="runs", help="Root directory of all runs (default: runs).")
+    add_logdir_argument(parser)
     parser.add_argument("--format", required=True, choices=["hf", "onnx"],
                         help="hf: a folder for the Hugging Face Hub (config.json, model.safetensors, README.md); "
                              "onnx: one .onnx file, checked with onnxruntime against PyTorch.")

@@ -9,10 +9,10 @@ from perceiver_mnist.errors import run_cli
 
 
 def main() -> int:
-    from perceiver_mnist.config import OneLineParser
+    from perceiver_mnist.config import OneLineParser, add_logdir_argument
     parser = OneLineParser(prog="figures.py", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="Name of the run (a directory under --logdir).")
-    parser.add_argument("--logdir", default="runs", help="Root directory of all runs (default: runs).")
+    add_logdir_argument(parser)
     parser.add_argument("--out", default=None, help="Output directory (default: LOGDIR/RUN/figures).")
     parser.add_argument("--format", default="png", choices=["png", "svg", "pdf"],
                         help="File format of the drawn figures; prediction grids stay PNG (default: png).")

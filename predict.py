@@ -11,14 +11,14 @@ from perceiver_mnist.errors import EXIT_USER_ERROR, run_cli
 
 
 def main() -> int:
-    from perceiver_mnist.config import OneLineParser
+    from perceiver_mnist.config import OneLineParser, add_logdir_argument
     parser = OneLineParser(prog="predict.py", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="An image file, or a folder of them.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="Name of the run (a directory under --logdir) whose model to use.")
     source.add_argument("--model", metavar="DIR",
                         help="Instead of --run: a run directory, or a folder written by export.py --format hf.")
-    parser.add_argument("--logdir", default="runs", help="Root directory of all runs (default: runs).")
+    add_logdir_argument(parser)
     parser.add_argument("--json", action="store_true", help="One JSON object per line: path, label, class, "
                                                             "probability and top, or path and error.")
     parser.add_argument("--save-preprocessed", metavar="DIR", default=None,

@@ -106,14 +106,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--presets", nargs="+", default=["default", "tiny", "seed"])
+    parser.add_argument("--steps", type=int, help=f"timed steps per preset (default: {STEPS}, else 50)")
     args = parser.parse_args()
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
     results = {"torch_threads": torch.get_num_threads()}
     seed_rate, ours = data_only(args.data_dir, 64)
     results["data_only_samples_per_s"] = {"seed_style": round(seed_rate), "in_memory": round(ours),
                                           "ratio": round(ours / seed_rate, 1)}
     print(json.dumps(results), flush=True)
     for name in args.presets:
-        steps = STEPS.get(name, 50)
+        steps = args.steps or STEPS.get(name, 50)
         seed = seed_style_train(args.data_dir, name, steps)
         ours = train_py(args.data_dir, name, steps)
         row = {"preset": name, "batch_size": preset(name).batch_size, "steps": steps,

@@ -27,6 +27,7 @@ sys.path.insert(0, ROOT)
 
 from perceiver_mnist import tracking  # noqa: E402
 from perceiver_mnist.events import read_events  # noqa: E402
+from perceiver_mnist.runs import CONFIG_FILE  # noqa: E402
 
 THRESHOLDS = [97.0, 98.0, 99.0, 99.4, 99.5]
 
@@ -60,14 +61,15 @@ def main() -> None:
     parser.add_argument("--logdir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--run", default="bench-default")
     parser.add_argument("--config", default="cpu.yaml", help="accelerate config in accelerate_configs/")
-    parser.add_argument("--report-only", action="store_true", help="Only report on an existing run (no timing).")
+    parser.add_argument("--report-only", action="store_true", help="Only report on an existing run, with times counted from when its "
+                        "config.json was last written (a few seconds after launch).")
     parser.add_argument("--time-box", type=float, default=0,
                         help="Stop the run with Ctrl-C this many seconds after launch (0: let it finish).")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     run_dir = os.path.join(args.logdir, args.run)
     if args.report_only:
-        print(json.dumps(report(run_dir, os.path.getmtime(os.path.join(run_dir, "config.json"))), indent=1))
+        print(json.dumps(report(run_dir, os.path.getmtime(os.path.join(run_dir, CONFIG_FILE))), indent=1))
         return
     cmd = train_command(os.path.join(ROOT, "accelerate_configs", args.config), "--data-dir", args.data_dir,
                         "--logdir", args.logdir, "--run", args.run, *extra)

@@ -301,6 +301,12 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def add_logdir_argument(parser: argparse.ArgumentParser) -> None:
+    """train.py's ``--logdir``, with its default, for the scripts that read its runs (figures, predict, export)."""
+    default = RunOptions().logdir
+    parser.add_argument("--logdir", default=default, help=f"Root directory of all runs (default: {default}).")
+
+
 def _preset_defaults(name: str) -> str:
     values = {p: PRESETS[p].get(name, getattr(Recipe, name)) for p in PRESETS}
     if len({repr(v) for v in values.values()}) == 1:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchvision import datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from .config import IMAGE_SIZE, NUM_CLASSES, Recipe
+from .config import IMAGE_SIZE, NUM_CLASSES, Recipe, RunOptions
 from .errors import UserError
 from .runs import atomic_path
 
@@ -172,10 +172,10 @@ def load_test_set(data_dir: str, dataset: str) -> InMemoryDataset:
 
 def run_test_set(config: dict[str, Any], data_dir: str | None = None) -> InMemoryDataset:
     """The test split of the dataset a run's ``config.json`` names: from ``data_dir``, else from the run's own
-    ``--data-dir`` (when its saved options say one), else from ``data``."""
+    ``--data-dir`` (when its saved options say one), else from train.py's default."""
     options = config.get("options") if isinstance(config.get("options"), dict) else {}
     saved_dir = options.get("data_dir") if isinstance(options.get("data_dir"), str) else None
-    return load_test_set(data_dir or saved_dir or "data", config["recipe"]["dataset"])
+    return load_test_set(data_dir or saved_dir or RunOptions().data_dir, config["recipe"]["dataset"])
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:

@@ -29,12 +29,10 @@ from . import checkpoints, faults, tracking
 from .checkpoints import TrainerState
 from .config import NUM_CLASSES, ParsedArgs, Recipe, recipe_to_dict
 from .data import DeviceBatches, Splits, augment, load_datasets, to_float
-from .errors import UserError, in_multi_process_run
+from .errors import EXIT_INTERRUPTED, UserError, in_multi_process_run
 from .model import build_model, count_parameters
 from .runs import WEIGHTS_FILE, atomic_path
 from .session import Run, open_run
-
-EXIT_INTERRUPTED = 130
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 from typing import Callable, NoReturn
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT (128 + 2)
 
 
 class UserError(Exception):
@@ -39,7 +40,7 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
         end_process(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-        end_process(130)
+        end_process(EXIT_INTERRUPTED)
     end_process(code or 0)
 
 
