@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from perceiver_mnist.config import Recipe, preset  # noqa: E402
+from perceiver_mnist.config import Recipe, mistyped_field, preset  # noqa: E402
 from perceiver_mnist.data import SELECTION_VAL_SIZE, DeviceBatches, load_datasets  # noqa: E402
 from perceiver_mnist.engine import build_learner, evaluate, make_accelerator, train_step  # noqa: E402
 from perceiver_mnist.errors import UserError  # noqa: E402
@@ -39,6 +39,8 @@ def variant_recipe(name: str, overrides: dict, epochs: int) -> Recipe:
             sys.exit(f"sweep.py: variant {name!r}: {field!r} is not a recipe field")
         if field in REFUSED:
             sys.exit(f"sweep.py: variant {name!r}: {field} cannot be varied here ({REFUSED[field]})")
+    if mistyped_field(overrides):
+        sys.exit(f"sweep.py: variant {name!r}: {mistyped_field(overrides)}")
     try:
         return dataclasses.replace(preset("default"), **{"epochs": epochs, **overrides},
                                    val_size=SELECTION_VAL_SIZE).validate()

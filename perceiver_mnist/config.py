@@ -255,23 +255,34 @@ ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout"
                                 "token_depth": 0}
 
 
+# The JSON types each recipe field accepts (an int where a float belongs is fine).
+_FIELD_TYPES = {f.name: {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[str(f.type)]
+                for f in fields(Recipe)}
+
+
+def mistyped_field(values: dict[str, Any]) -> str | None:
+    """The first of ``values``' recipe fields whose value has the wrong type, described; None if all are right."""
+    for name, value in values.items():
+        allowed = _FIELD_TYPES.get(name)
+        # bool is an int in Python: a JSON true where a number belongs is still a mistake.
+        if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+            return f"recipe field {name!r} is {value!r}, expected {allowed[-1].__name__}"
+    return None
+
+
 def recipe_from_dict(values: dict[str, Any], source: str) -> Recipe:
     """Rebuild a recipe saved by ``recipe_to_dict``; unknown, missing or mistyped fields are an error."""
     if not isinstance(values, dict):
         raise UserError(f"{source} holds no recipe (found {type(values).__name__}); restore it or start a new run")
     values = {**ADDED_FIELDS, **values}
-    types = {f.name: {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[str(f.type)]
-             for f in fields(Recipe)}
-    unknown, missing = sorted(set(values) - set(types)), sorted(set(types) - set(values))
+    unknown, missing = sorted(set(values) - _FIELD_TYPES.keys()), sorted(_FIELD_TYPES.keys() - set(values))
     if unknown or missing:
         what = "; ".join(f"{kind} recipe fields {names}" for kind, names in (("unknown", unknown),
                                                                               ("missing", missing)) if names)
         raise UserError(f"{source} has {what}: it was written by another version of perceiver-mnist")
-    for name, allowed in types.items():
-        # bool is an int in Python: a JSON true where a number belongs is still a mistake.
-        if not isinstance(values[name], allowed) or (isinstance(values[name], bool) and bool not in allowed):
-            raise UserError(f"{source}: recipe field {name!r} is {values[name]!r}, expected {allowed[-1].__name__}; "
-                            f"restore it or start a new run")
+    problem = mistyped_field(values)
+    if problem:
+        raise UserError(f"{source}: {problem}; restore it or start a new run")
     return Recipe(**values).validate()
 
 
@@ -279,10 +290,14 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
 
+def diff_fields(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Fields whose values differ, formatted ``name: saved -> new``."""
+    return [f"{k}: {saved[k]} -> {new[k]}" for k in saved if saved[k] != new[k]]
+
+
 def diff_model_fields(saved: Recipe, new: Recipe) -> list[str]:
     """Model fields whose values differ, formatted ``name: saved -> new``."""
-    a, b = saved.model_fields(), new.model_fields()
-    return [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
+    return diff_fields(saved.model_fields(), new.model_fields())
 
 
 # ----------------------------------------------------------------------------------------------------------

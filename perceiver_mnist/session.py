@@ -20,8 +20,8 @@ from accelerate.utils import broadcast_object_list
 
 from . import checkpoints
 from .checkpoints import TrainerState
-from .config import (ParsedArgs, Recipe, RunOptions, default_run_name, diff_model_fields, dumps, recipe_from_dict,
-                     recipe_to_dict, resolve_recipe)
+from .config import (ParsedArgs, Recipe, RunOptions, default_run_name, diff_fields, diff_model_fields, dumps,
+                     recipe_from_dict, recipe_to_dict, resolve_recipe)
 from .errors import UserError
 from .runs import CONFIG_FILE, LOCK_FILE, WEIGHTS_FILE, RunLock, find_run, is_run, read_config, write_atomic
 
@@ -175,8 +175,7 @@ def _check(acc: Accelerator, args: ParsedArgs, run_dir: str) -> Run:
     if differ:
         raise UserError(f"cannot resume {run_dir}: its checkpoints hold a different model ({'; '.join(differ)}); "
                         f"drop those flags, or start a new run")
-    changed = [f"{k}: {v} -> {getattr(recipe, k)}" for k, v in recipe_to_dict(saved).items()
-               if getattr(recipe, k) != v]
+    changed = diff_fields(recipe_to_dict(saved), recipe_to_dict(recipe))
     if changed:
         acc.print(f"resuming with a changed recipe: {'; '.join(changed)}")
     return Run(run_dir, recipe, opts, args.preset, config, saved)

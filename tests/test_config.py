@@ -12,7 +12,7 @@ from perceiver_mnist.config import (PRESETS, Recipe, RunOptions, build_parser, d
                                     preset, recipe_from_dict, recipe_to_dict, resolve_recipe)
 from perceiver_mnist.errors import UserError
 
-from .conftest import ROOT
+from .conftest import ROOT, run_python
 
 
 def test_every_field_is_a_flag_with_help_and_its_default():
@@ -93,6 +93,16 @@ def test_a_hand_edited_saved_recipe_is_checked_like_flags(change, message):
         recipe_from_dict(values, "config.json")
     with pytest.raises(UserError, match=re.escape("holds no recipe")):
         recipe_from_dict([1, 2], "config.json")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("variant, message", [
+    ('{"a": {"lr": "0.1"}}', "variant 'a': recipe field 'lr' is '0.1', expected float"),
+    ('{"a": {"depth_typo": 4}}', "variant 'a': 'depth_typo' is not a recipe field"),
+    ('{"a": {"val_size": 100}}', "variant 'a': val_size cannot be varied here"),
+])
+def test_the_sweep_bench_refuses_a_variant_it_cannot_train_as_written(variant, message):
+    result = run_python("bench/sweep.py", variant, "--epochs", "1", "--data-dir", "/nonexistent")
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unknown_preset_is_refused():
