@@ -131,16 +131,16 @@ UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, SafetensorError, Runtim
 NOT_THE_FILE = (torch.cuda.OutOfMemoryError, torch.distributed.DistError)
 
 
-def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
-    """Restore the newest loadable checkpoint. An unreadable one is reported, set aside (renamed with
-    ``UNREADABLE_PREFIX``) and the previous one tried."""
+def load_latest(accelerator: Accelerator, run_dir: str) -> tuple[TrainerState, list[str]]:
+    """Restore the newest loadable checkpoint; an unreadable one is reported and the previous one tried. Returns
+    the restored position and the unreadable checkpoints passed over, for ``set_aside`` once the resume is sure."""
     candidates = complete_checkpoints(run_dir)
     if not candidates:
         raise UserError(f"{run_dir} has no complete checkpoint to resume from; start it again without --resume "
                         f"under a new --run name")
     unreadable = []
     for path, state in reversed(candidates):
-        saved_by = state.processes or accelerator.num_processes
+        saved_by = state.processes or _rng_state_files(path) or accelerator.num_processes
         try:
             # The states' content goes straight into setstate: there a TypeError means a bad file, too.
             _check_rng_states(path, saved_by)
@@ -156,19 +156,26 @@ def load_latest(accelerator: Accelerator, run_dir: str) -> TrainerState:
             _warn_unreadable(accelerator, path, err)
             unreadable.append(path)
             continue
-        _set_aside(accelerator, unreadable)
         if saved_by != accelerator.num_processes:
             accelerator.print(f"note: {path} was saved by {saved_by} process(es) and this session has "
                               f"{accelerator.num_processes}: training continues from the same position, but the "
                               f"ranks' random augmentations differ from those of an uninterrupted run")
-        return state
+        return state, unreadable
     raise UserError(f"every checkpoint in {os.path.join(run_dir, CHECKPOINTS_DIR)} is unreadable; "
                     f"start a new run")
 
 
-def _set_aside(accelerator: Accelerator, paths: list[str]) -> None:
-    """Rename unreadable checkpoints out of the run's list. Left in place, one would count among the newest when
-    the checkpoints written after the fallback (at lower steps) are pruned, and those would be deleted instead."""
+def _rng_state_files(path: str) -> int:
+    """How many ranks' RNG states a checkpoint holds (for one that did not record its ``processes``)."""
+    ranks = [name[len(RNG_STATE_NAME) + 1:-len(".pkl")] for name in os.listdir(path)
+             if name.startswith(RNG_STATE_NAME + "_") and name.endswith(".pkl")]
+    return max((int(r) + 1 for r in ranks if r.isdigit()), default=0)
+
+
+def set_aside(accelerator: Accelerator, paths: list[str]) -> None:
+    """Rename unreadable checkpoints out of the run's list (call on every process). Left in place, one would count
+    among the newest when the checkpoints written after the fallback (at lower steps) are pruned, and those would
+    be deleted instead."""
     if not paths:
         return
     accelerator.wait_for_everyone()  # every process is done reading them
@@ -179,8 +186,13 @@ def _set_aside(accelerator: Accelerator, paths: list[str]) -> None:
             while os.path.exists(target):
                 n += 1
                 target = os.path.join(root, f"{UNREADABLE_PREFIX}{name}-{n}")
-            os.replace(path, target)
-            accelerator.print(f"kept the unreadable checkpoint as {target}")
+            try:
+                os.replace(path, target)
+            except OSError as err:  # the run can go on: pruning may then take fresh checkpoints first
+                accelerator.print(f"warning: could not rename the unreadable {path} ({err.strerror or err}); "
+                                  f"remove it by hand")
+            else:
+                accelerator.print(f"kept the unreadable checkpoint as {target}")
     accelerator.wait_for_everyone()
 
 

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 import einops
+import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
@@ -271,13 +272,16 @@ class EpochResult:
 
 
 def seed_process(acc: Accelerator, seed: int) -> None:
-    """Seed this process's global RNGs (Python, NumPy, torch) with ``seed + rank``.
+    """Seed this process's global RNGs (Python, NumPy, torch): rank 0 with ``seed``, every other rank with a seed
+    drawn from (seed, rank).
 
     Augmentation and token dropout draw from them: with one seed for all, rank r's i-th image of every batch would
-    be distorted exactly like rank 0's, and N processes would see 1/N as many distinct draws. One process keeps
-    ``seed`` itself. The ranks' initial weights differ too, until ``prepare`` broadcasts rank 0's.
+    be distorted exactly like rank 0's, and N processes would see 1/N as many distinct draws. ``seed + rank`` would
+    make rank 1 of seed 0 repeat rank 0 of seed 1. The ranks' initial weights differ too, until ``prepare``
+    broadcasts rank 0's.
     """
-    set_seed((seed + acc.process_index) % 2**32)  # NumPy takes seeds below 2**32 only
+    rank = acc.process_index
+    set_seed(seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
 
 
 def train(args: ParsedArgs) -> int:

@@ -57,8 +57,9 @@ class Run:
                      lambda err: f"cannot write the run directory {self.dir} ({err.strerror or err}); choose a "
                                  f"writable --logdir")
             return TrainerState()
-        state = checkpoints.load_latest(acc, self.dir)
+        state, unreadable = checkpoints.load_latest(acc, self.dir)
         check_resume_position(state, self.saved_recipe, self.recipe, self.options, steps_per_epoch)
+        checkpoints.set_aside(acc, unreadable)  # only once the resume is sure: a refused one changes nothing
         if state.epoch >= self.recipe.epochs and os.path.isfile(os.path.join(self.dir, WEIGHTS_FILE)):
             acc.print(f"{self.dir} has already finished its {state.epoch} epochs (step {state.step}); nothing to "
                       f"do. To train longer, resume with --epochs N (N > {state.epoch}).")

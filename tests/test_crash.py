@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from perceiver_mnist import tracking
-from perceiver_mnist.checkpoints import TMP_PREFIX, UNREADABLE_PREFIX, complete_checkpoints, load_latest
+from perceiver_mnist.checkpoints import (TMP_PREFIX, UNREADABLE_PREFIX, TrainerState, complete_checkpoints,
+                                         load_latest)
 from perceiver_mnist.errors import UserError
 from perceiver_mnist.events import read_events
 from perceiver_mnist.faults import VARIABLE
@@ -154,6 +155,9 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(broken, data
     assert killed.returncode == -signal.SIGKILL
     newest = logdir / "c" / "checkpoints" / "step_15" / broken
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    refused = launch(resume_args(data_dir, logdir, "c", *EXTRA, "--max-steps", "12"), config=None)
+    assert refused.returncode == 2 and "already at step 12" in refused.stderr
+    assert newest.exists()  # a refused resume changes nothing
     result = resume(data_dir, logdir, "c")
     assert "step_15 is unreadable" in result.stdout and "at epoch 1, step 12" in result.stdout
     assert_same_run(logdir / "c", uninterrupted)
@@ -198,7 +202,7 @@ def _one_checkpoint(tmp_path, processes=0):
 
     import numpy as np
 
-    from perceiver_mnist.checkpoints import STATE_FILE, TrainerState
+    from perceiver_mnist.checkpoints import STATE_FILE
 
     path = tmp_path / "checkpoints" / "step_3"
     path.mkdir(parents=True)
@@ -224,7 +228,8 @@ def test_an_unreadable_checkpoint_is_reported_and_skipped(error, tmp_path):
 
 def test_every_rng_state_a_checkpoint_was_saved_with_is_checked_however_many_processes_resume(tmp_path):
     """A checkpoint that says two processes saved it but lacks rank 1's state is unreadable, even on one process;
-    one that one process saved resumes on two (their rank 1 keeps its own seeded state), with a note."""
+    one that one process saved resumes on two (their rank 1 keeps its own seeded state), with a note; so does one
+    that does not say, with one RNG state file."""
     accelerator, printed = _one_checkpoint(tmp_path / "a", processes=2)
     accelerator.load_state = lambda path: None
     with pytest.raises(UserError, match="every checkpoint in .* is unreadable"):
@@ -232,7 +237,12 @@ def test_every_rng_state_a_checkpoint_was_saved_with_is_checked_however_many_pro
     assert "FileNotFoundError" in printed[0]  # rank 1's file
     accelerator, printed = _one_checkpoint(tmp_path / "b", processes=1)
     accelerator.num_processes, accelerator.load_state = 2, lambda path: None
-    assert load_latest(accelerator, str(tmp_path / "b")).step == 3
+    assert load_latest(accelerator, str(tmp_path / "b")) == (TrainerState(step=3, batch_in_epoch=3, processes=1), [])
+    assert "saved by 1 process(es) and this session has 2" in printed[0]
+    # One that did not record its processes: as many as it has RNG state files.
+    accelerator, printed = _one_checkpoint(tmp_path / "c", processes=0)
+    accelerator.num_processes, accelerator.load_state = 2, lambda path: None
+    assert load_latest(accelerator, str(tmp_path / "c"))[0].step == 3
     assert "saved by 1 process(es) and this session has 2" in printed[0]
 
 
