@@ -24,7 +24,7 @@ def test_every_field_is_a_flag_with_help_and_its_default():
         described = "".join(f.metadata["help"].split()) + "("  # the whole help text, then the default(s)
         assert described in flat, flag
         assert flat.split(described, 1)[1].startswith(("default:", "presets:")), flag
-    assert "presets: default=0.002, gpu=0.0056, seed=0.0001, tiny=0.002" in " ".join(help_text.split())
+    assert "presets: default=0.002, gpu=0.008, seed=0.0001, tiny=0.002" in " ".join(help_text.split())
 
 
 def test_seed_preset_is_the_seed_recipe():
@@ -115,7 +115,8 @@ def test_the_gpu_preset_is_the_default_model_at_a_large_batch_with_its_schedule_
     default, gpu = preset("default"), preset("gpu")
     assert gpu.model_fields() == default.model_fields() and gpu.epochs >= default.epochs
     ratio = gpu.batch_size / default.batch_size
-    assert gpu.batch_size >= 1024 and gpu.lr == pytest.approx(default.lr * ratio ** 0.5, rel=0.02)
+    # the learning rate between the square-root and the linear scaling rules
+    assert gpu.batch_size >= 1024 and default.lr * ratio ** 0.5 <= gpu.lr <= default.lr * ratio
     # the weights decay as much per epoch, and the average spans as many epochs
     assert gpu.lr * gpu.weight_decay / gpu.batch_size == pytest.approx(
         default.lr * default.weight_decay / default.batch_size, rel=0.03)
