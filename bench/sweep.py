@@ -39,8 +39,9 @@ def variant_recipe(name: str, overrides: dict, epochs: int) -> Recipe:
             sys.exit(f"sweep.py: variant {name!r}: {field!r} is not a recipe field")
         if field in REFUSED:
             sys.exit(f"sweep.py: variant {name!r}: {field} cannot be varied here ({REFUSED[field]})")
-    if mistyped_field(overrides):
-        sys.exit(f"sweep.py: variant {name!r}: {mistyped_field(overrides)}")
+    problem = mistyped_field(overrides)
+    if problem:
+        sys.exit(f"sweep.py: variant {name!r}: {problem}")
     try:
         return dataclasses.replace(preset("default"), **{"epochs": epochs, **overrides},
                                    val_size=SELECTION_VAL_SIZE).validate()

@@ -61,8 +61,9 @@ def main() -> None:
     parser.add_argument("--logdir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--run", default="bench-default")
     parser.add_argument("--config", default="cpu.yaml", help="accelerate config in accelerate_configs/")
-    parser.add_argument("--report-only", action="store_true", help="Only report on an existing run, with times counted from when its "
-                        "config.json was last written (a few seconds after launch).")
+    parser.add_argument("--report-only", action="store_true",
+                        help="Only report on an existing run, with times counted from when its config.json was last "
+                             "written (a few seconds after launch).")
     parser.add_argument("--time-box", type=float, default=0,
                         help="Stop the run with Ctrl-C this many seconds after launch (0: let it finish).")
     args, extra = parser.parse_known_args()

@@ -90,7 +90,7 @@ def save(accelerator: Accelerator, run_dir: str, state: TrainerState, keep: int)
     faults.kill_if_armed("checkpoint", state.step)
     if accelerator.is_main_process:
         write_atomic(os.path.join(tmp, STATE_FILE), dumps(asdict(replace(state, processes=accelerator.num_processes))))
-        if os.path.exists(final):  # the same position saved before
+        if os.path.exists(final):  # the same position saved before: an unreadable one that set_aside could not rename
             trash = os.path.join(root, TRASH_PREFIX + state.name)
             shutil.rmtree(trash, ignore_errors=True)
             os.replace(final, trash)
