@@ -35,33 +35,38 @@ EPOCH_SCALARS = [TRAIN_LOSS, SAMPLES_PER_S, TEST_LOSS, TEST_ACCURACY, TEST_SAMPL
 
 def prediction_grid(images: Any, preds: Any, labels: Any, title: str) -> bytes:
     """PNG bytes of a grid of digits (tensors ``(N, 1, 28, 28)`` in [0, 1], ``(N,)``, ``(N,)``), each titled
-    ``pred / true``; wrong predictions in red with a red frame."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``pred / true``; wrong predictions in red with a red frame.
+
+    Drawn with PIL, not matplotlib: it runs after every epoch, and a matplotlib figure took 0.7 s on a 2-core CPU,
+    longer than a whole training epoch of the ``gpu`` preset on a GPU. This takes milliseconds."""
+    from PIL import Image, ImageDraw, ImageFont
 
     n = len(images)
     cols = min(8, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows + 0.4), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.axis("off")
-            continue
+    zoom, margin, head, label = 3, 12, 30, 18           # pixels: digit scale, border, figure title, digit title
+    side = 28 * zoom
+    cell_w, cell_h = side + margin, label + side + margin
+    sheet = Image.new("RGB", (margin + cols * cell_w, head + rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    small, large = ImageFont.load_default(size=11), ImageFont.load_default(size=12)
+    draw.text((sheet.width / 2, head / 2), f"{title}   (predicted / true; mistakes in red)", fill="black",
+              font=large, anchor="mm")
+    # cmap gray_r: ink (1) is black on white paper; nearest-neighbour keeps the 28x28 pixels visible.
+    digits = (255 * (1 - images.reshape(n, 28, 28).clamp(0, 1))).round().byte().cpu().numpy()
+    for i in range(n):
         ok = int(preds[i]) == int(labels[i])
-        ax.imshow(images[i].reshape(28, 28).cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"{int(preds[i])} / {int(labels[i])}", fontsize=9, color="black" if ok else "red",
-                     fontweight="normal" if ok else "bold")
-        for spine in ax.spines.values():
-            spine.set_edgecolor("lightgray" if ok else "red")
-            spine.set_linewidth(1 if ok else 2.5)
-    fig.suptitle(f"{title}   (predicted / true; mistakes in red)", fontsize=10)
-    fig.tight_layout()
+        x0, y0 = margin + (i % cols) * cell_w, head + (i // cols) * cell_h
+        colour = "black" if ok else "red"
+        draw.text((x0 + side / 2, y0 + label / 2), f"{int(preds[i])} / {int(labels[i])}", fill=colour, font=small,
+                  anchor="mm", stroke_width=0 if ok else 1, stroke_fill=colour)
+        top = y0 + label
+        sheet.paste(Image.fromarray(digits[i]).resize((side, side), Image.Resampling.NEAREST), (x0, top))
+        frame = 1 if ok else 3
+        draw.rectangle((x0 - frame, top - frame, x0 + side - 1 + frame, top + side - 1 + frame),
+                       outline="lightgray" if ok else "red", width=frame)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
+    sheet.save(buf, format="png")
     return buf.getvalue()
 
 

@@ -52,6 +52,24 @@ def test_prediction_grids_are_the_png_bytes_train_py_logged(made, tiny_run):
     assert (out / "image_epoch_2.png").read_bytes() == grids[-1][1]
 
 
+def test_the_prediction_grid_frames_mistakes_in_red_and_draws_the_digits():
+    """train.py's per-epoch grid (PIL): the digits in ink on paper, a red frame around each mistake only."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    images = torch.zeros(10, 1, 28, 28)
+    images[:, :, 10:18, 12:16] = 1.0                      # a bar of ink in every digit
+    labels = torch.arange(10)
+    grid = lambda preds: np.asarray(Image.open(io.BytesIO(tracking.prediction_grid(images, preds, labels, "t"))))  # noqa: E731
+    right, wrong = grid(labels.clone()), grid(torch.tensor([0, 1, 2, 9, 4, 5, 6, 7, 8, 9]))
+    red = lambda a: ((a[..., 0] > 200) & (a[..., 1] < 60) & (a[..., 2] < 60)).sum()  # noqa: E731
+    assert red(right) == 0 and red(wrong) > 4 * 84      # a frame of 3 pixels around an 84-pixel square, and text
+    assert right.shape == wrong.shape and right.shape[1] == 12 + 8 * 96  # 8 columns of 84 + 12 pixels
+    assert (right[..., :3] < 30).all(axis=-1).sum() >= 10 * 8 * 4 * 9  # each bar: 8 x 4 pixels, drawn 3x larger
+
+
 def test_curve_data_is_the_logged_scalars(tiny_run):
     events = read_events(str(tiny_run))
     epochs, acc = figures.per_epoch(events, tracking.TEST_ACCURACY)
