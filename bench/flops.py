@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import replace
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -45,9 +46,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()  # kernels run asynchronously: the clock must wait for them
 
 
-def matmul_flops_per_s(device: str, repeat: int = 10) -> float:
+def matmul_flops_per_s(device: str, repeat: int = 10, dtype: torch.dtype = torch.float32) -> float:
     n = 8192 if device == "cuda" else 2048  # a GPU needs a bigger product to reach its peak
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     sync(device)
@@ -66,13 +67,40 @@ def leaf_ops(fn: Callable[[], None]) -> int:
     return sum(not any(c.name.startswith("aten::") for c in e.cpu_children) for e in aten)
 
 
+class SyncCount:
+    """Host-device synchronisations in a block on a GPU, counted by torch's sync debug mode: in "warn" mode each one
+    is a warning naming the synchronising op. "error" would raise at the first one instead, and lose every later
+    row of the bench; the condition is the same."""
+
+    def __init__(self, on: bool):
+        self.on = on and torch.cuda.is_available()
+        self.count: int | None = None  # None: not checked (CPU, or --sync-debug off)
+        self.first: str | None = None  # the first warning's message, which names the op
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        if not self.on:
+            yield
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = [w for w in caught if "synchroniz" in str(w.message)]
+        self.count = len(syncs)
+        self.first = str(syncs[0].message).splitlines()[0][:200] if syncs else None
+
+
 def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", compile_mode: str | None = None,
-                        no_sync: bool = False, precision: str = "no",
+                        syncs: SyncCount | None = None, precision: str = "no",
                         backend: str = "inductor") -> tuple[int | None, float, int | None, float]:
     """FLOPs of one step, the time in seconds of ``engine.train_step`` (what train.py runs), its leaf ATen
     operations, and the time of the first step (with ``compile_mode``: tracing and code generation included; the
-    FLOPs and operations, the eager step's, are then not counted again: None). With ``no_sync`` on a GPU, a timed
-    step that synchronises with the device raises."""
+    FLOPs and operations, the eager step's, are then not counted again: None). ``syncs`` counts the host-device
+    synchronisations of the timed steps."""
     recipe = preset(name)
     acc = Accelerator(cpu=device == "cpu", mixed_precision=precision)
     torch.manual_seed(0)
@@ -106,24 +134,11 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
         ops = leaf_ops(step)
     sync(device)
     t0 = time.perf_counter()
-    with sync_debug(device == "cuda" and no_sync):
+    with (syncs or SyncCount(False)).counting():
         for _ in range(steps):
             step()
     sync(device)
     return flops, (time.perf_counter() - t0) / steps, ops, first
-
-
-@contextmanager
-def sync_debug(on: bool) -> Iterator[None]:
-    """On a GPU, make any host-device synchronisation inside the block an error (torch's sync debug mode)."""
-    if not (on and torch.cuda.is_available()):
-        yield
-        return
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
 
 
 def main() -> None:
@@ -140,16 +155,24 @@ def main() -> None:
     parser.add_argument("--precision", default="no", choices=["no", "fp16", "bf16"],
                         help="Mixed precision, as an accelerate config's mixed_precision sets it.")
     parser.add_argument("--sync-debug", action="store_true",
-                        help="With --device cuda: fail if a timed step synchronises with the GPU (torch's sync "
-                             "debug mode), i.e. prove the step never waits for the device.")
+                        help="With --device cuda: count the host-device synchronisations of the timed steps (torch's "
+                             "sync debug mode; host_syncs 0 proves the step never waits for the GPU) and name the "
+                             "first one's op.")
     args = parser.parse_args()
     peak = matmul_flops_per_s(args.device)
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
-    print(json.dumps({"device": where, "fp32_matmul_gflops": round(peak / 1e9, 1)}), flush=True)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    # Under autocast the step's matmuls run in the half type: its matmul rate is the ceiling they aim at.
+    half_peak = matmul_flops_per_s(args.device, dtype=half) if half is not None and args.device == "cuda" else None
+    peaks = {"fp32_matmul_gflops": round(peak / 1e9, 1)}
+    if half_peak:
+        peaks[f"{args.precision}_matmul_gflops"] = round(half_peak / 1e9, 1)
+    print(json.dumps({"device": where, **peaks}), flush=True)
     modes = [] if args.compile is None else args.compile or ["default"]
     for batch in args.batch_sizes or [preset(args.preset).batch_size]:
-        common = dict(device=args.device, no_sync=args.sync_debug, precision=args.precision)
-        flops, seconds, ops, _ = training_step_flops(args.preset, batch, args.steps, **common)
+        common = dict(device=args.device, precision=args.precision)
+        syncs = SyncCount(args.sync_debug)
+        flops, seconds, ops, _ = training_step_flops(args.preset, batch, args.steps, syncs=syncs, **common)
         achieved = flops / seconds
         print(json.dumps({"preset": args.preset, "batch_size": batch, "precision": args.precision,
                           "gflop_per_step": float(f"{flops / 1e9:.4g}"),
@@ -158,18 +181,22 @@ def main() -> None:
                           # the reference is an fp32 matmul: with --precision bf16 or fp16 the ratio overstates
                           "efficiency" if args.precision == "no" else "achieved_over_fp32_matmul":
                               round(achieved / peak, 3),
-                          "aten_ops_per_step": ops}), flush=True)
+                          "achieved_over_half_matmul": half_peak and round(achieved / half_peak, 4),
+                          "aten_ops_per_step": ops, "host_syncs": syncs.count, "first_sync": syncs.first}),
+              flush=True)
         for mode in modes:
             # dynamo starts afresh for each mode; inductor's on-disk cache does not, so after the first compile of a
             # graph (the batch axis is dynamic: one graph for every batch size) compile_s may be a warm-cache time.
             torch._dynamo.reset()
             skips_before = counters["inductor"]["cudagraph_skips"]
+            syncs = SyncCount(args.sync_debug)
             _, compiled, _, first = training_step_flops(args.preset, batch, args.steps, compile_mode=mode,
-                                                        backend=args.backend, **common)
+                                                        backend=args.backend, syncs=syncs, **common)
             print(json.dumps({"preset": args.preset, "batch_size": batch, "mode": mode, "backend": args.backend,
                               "compiled_step_s": round(compiled, 4), "compiled_samples_per_s": round(batch / compiled, 1),
                               "speedup": round(seconds / compiled, 2), "compile_s": round(first, 1),
-                              "cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips_before}), flush=True)
+                              "cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips_before,
+                              "host_syncs": syncs.count, "first_sync": syncs.first}), flush=True)
     print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s(args.device) / 1e9, 1)}), flush=True)
 
 
