@@ -248,6 +248,13 @@ def preset(name: str) -> Recipe:
     return Recipe(**PRESETS[name])
 
 
+def preset_of(config: dict[str, Any]) -> str:
+    """The preset a run started from, by its config.json: the one named, else ``default`` (train.py's without
+    --preset; an exported folder names none)."""
+    named = config.get("preset")
+    return named if named in PRESETS else "default"
+
+
 # Fields added after runs were saved without them, with the value that reproduces how those runs trained. Not the
 # dataclass default: that may have changed since (ema_decay, token_depth and token_dropout did), and a guess would
 # silently change the recipe.

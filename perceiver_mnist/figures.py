@@ -301,13 +301,10 @@ def _misclassified(w: Writer, images: np.ndarray, probs: np.ndarray, labels: np.
 
 def _attention(w: Writer, model, images, labels: np.ndarray) -> None:
     import matplotlib.pyplot as plt
-    import torch
-    maps = model.attention_maps(images)                            # (B, heads, latents, rows, cols)
-    mean = maps.mean(dim=(1, 2))                                   # (B, rows, cols): where the latents look
-    per_latent = maps.mean(dim=1)                                  # (B, latents, rows, cols)
-    size = images.shape[-1]
-    up = lambda m: torch.nn.functional.interpolate(m[:, None], size=(size, size), mode="nearest")[:, 0]  # noqa
-    mean, per_latent = up(mean).numpy(), up(per_latent.flatten(0, 1)).view(*per_latent.shape[:2], size, size)
+
+    from .model import pixel_maps
+    mean, per_latent = pixel_maps(model.attention_maps(images), images.shape[-1])  # (B, H, W), (B, L, H, W)
+    mean = mean.numpy()
     show = min(4, per_latent.shape[1])
     fig, axes = plt.subplots(len(images), 2 + show, figsize=(1.7 * (2 + show), 1.8 * len(images) + 0.5),
                              squeeze=False)

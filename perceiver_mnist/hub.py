@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from . import tracking
-from .config import PRESETS, Recipe, preset, recipe_from_dict, recipe_to_dict
+from .config import Recipe, preset, preset_of, recipe_from_dict, recipe_to_dict
 from .data import DATASETS
 from .errors import UserError
 from .events import read_events
@@ -107,7 +107,7 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
     data = model.generate_model_card().data  # the mixin's metadata: library, license, tags, pipeline
     data.datasets = [info.hub_id]
     data.metrics = ["accuracy"]
-    preset_name = config.get("preset") if config.get("preset") in PRESETS else "default"
+    preset_name = preset_of(config)
     lines = [
         f"# {run_name}: a Perceiver IO classifier of {dataset}",
         "",

@@ -173,8 +173,9 @@ class PerceiverClassifier(nn.Module):
         return out[:, 0]                                         # (B, 10)
 
     @torch.no_grad()
-    def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Encoder cross-attention weights ``(B, heads, latents, rows, cols)``: where each latent looks.
+    def attend(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, 10)`` and the encoder cross-attention weights ``(B, heads, latents, rows, cols)`` (where
+        each latent looks), from one forward pass in eval mode.
 
         With ``--token-depth`` the token at a grid position has already mixed in the others, so a map says which
         tokens a latent reads, each mostly but not only its own patch."""
@@ -190,7 +191,7 @@ class PerceiverClassifier(nn.Module):
         was_training = self.training
         self.eval()  # --token-dropout (training only) would hide and reorder tokens: the maps cover the whole grid
         try:
-            self(images)
+            logits = self(images)
         finally:
             handle.remove()
             self.train(was_training)
@@ -208,7 +209,22 @@ class PerceiverClassifier(nn.Module):
             weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-8)
         else:
             weights = sim.softmax(-1)
-        return weights.view(b, h, n_lat, *self.adapter.grid)
+        return logits, weights.view(b, h, n_lat, *self.adapter.grid)
+
+    def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder cross-attention weights ``(B, heads, latents, rows, cols)``: where each latent looks."""
+        return self.attend(images)[1]
+
+
+def pixel_maps(maps: torch.Tensor, size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention weights ``(B, heads, latents, rows, cols)`` as maps over the image's pixels: averaged over heads
+    and latents ``(B, size, size)`` (where the latents look together), and per latent, averaged over heads
+    ``(B, latents, size, size)``. Each token's weight covers its patch (nearest-neighbour upsampling)."""
+    per_latent = maps.mean(dim=1)                                              # (B, L, rows, cols)
+    b, n_lat = per_latent.shape[:2]
+    up = nn.functional.interpolate(per_latent.flatten(0, 1)[:, None], size=(size, size), mode="nearest")
+    per_latent = up.view(b, n_lat, size, size)                                 # (B, L, size, size)
+    return per_latent.mean(dim=1), per_latent
 
 
 def build_model(recipe: Recipe) -> PerceiverClassifier:
@@ -253,8 +269,8 @@ def load_model(path: str, build: Callable[[Recipe], PerceiverClassifier] | None 
     weights_path = os.path.join(path, WEIGHTS_FILE)
     if not os.path.isfile(weights_path):
         # A run's config.json also holds its options; an exported folder's holds the recipe alone.
-        fix = "the run has not finished (resume it to completion)" if "options" in config else \
-            "the folder is not a complete export (export it again)"
+        fix = ("the run is still training or did not finish; wait for it, or resume it to completion"
+               if "options" in config else "the folder is not a complete export (export it again)")
         raise UserError(f"{weights_path} not found: {fix}")
     model = (build or build_model)(recipe)
     load_weights(model, weights_path)

@@ -185,7 +185,8 @@ def test_load_model_gives_back_the_saved_weights(tmp_path):
     ("other_model", "holds the weights of another model than its config.json's recipe ("),
     ("other_model", " unexpected, e.g. perceiver.layers.1."),  # default has 4 latent blocks, tiny 1
     ("other_shapes", " of the wrong shape, e.g. perceiver.cross_attend_block."),
-    ("missing", "model.safetensors not found: the run has not finished (resume it to completion)"),
+    ("missing", "model.safetensors not found: the run is still training or did not finish; wait for it, or resume it "
+                "to completion"),
     ("a_directory", "model.safetensors not found"),
 ])
 def test_a_bad_weights_file_is_one_clear_error(case, message, tmp_path):
