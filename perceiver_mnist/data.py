@@ -9,16 +9,16 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import importlib
 import io
 import math
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
-from torchvision import datasets
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from .config import IMAGE_SIZE, NUM_CLASSES, Recipe, RunOptions
 from .errors import UserError
@@ -34,7 +34,7 @@ SELECTION_VAL_SIZE = 5000  # the --val-size of every model-selection run in benc
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    torchvision_class: type
+    torchvision_name: str  # its class in torchvision.datasets: the download, and the folder DATA_DIR/<name>/raw/
     mean: float  # per-pixel statistics of the training set, used by the model's input adapter
     std: float
     sha256: dict[str, str] | None  # of the uncompressed IDX files, checked when extracting a shipped .gz
@@ -44,19 +44,20 @@ class DatasetInfo:
 
     @property
     def folder(self) -> str:
-        return self.torchvision_class.__name__  # torchvision's layout: DATA_DIR/<ClassName>/raw/
+        return self.torchvision_name  # torchvision's layout: DATA_DIR/<ClassName>/raw/
 
 
 DATASETS = {
-    "mnist": DatasetInfo(datasets.MNIST, 0.1307, 0.3081, {
+    "mnist": DatasetInfo("MNIST", 0.1307, 0.3081, {
         "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
         "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     }, tuple(str(digit) for digit in range(NUM_CLASSES)), "MNIST", "ylecun/mnist"),
-    # torchvision's names, in Zalando's label order (7 is Sneaker, 8 is Bag).
-    "fashion-mnist": DatasetInfo(datasets.FashionMNIST, 0.2860, 0.3530, None, tuple(datasets.FashionMNIST.classes),
-                                 "Fashion-MNIST", "zalando-datasets/fashion_mnist"),
+    # torchvision's names (FashionMNIST.classes), in Zalando's label order (7 is Sneaker, 8 is Bag).
+    "fashion-mnist": DatasetInfo("FashionMNIST", 0.2860, 0.3530, None, (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        "Fashion-MNIST", "zalando-datasets/fashion_mnist"),
 }
 
 
@@ -95,9 +96,11 @@ def ensure_files(data_dir: str, dataset: str, train: bool = True) -> None:
         return
     # torchvision prints download progress and a multi-line error per mirror; keep only our one line.
     sink = io.StringIO()
+    # Imported here only: torchvision's import pulls in torch._dynamo (1.5 s of every start-up on 2 cores).
+    dataset_class = getattr(importlib.import_module("torchvision.datasets"), info.torchvision_name)
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            info.torchvision_class(data_dir, train=True, download=True)
+            dataset_class(data_dir, train=True, download=True)
     except Exception as err:  # URLError, RuntimeError, OSError, ...: all mean "could not download"
         reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
         raise UserError(
@@ -106,20 +109,40 @@ def ensure_files(data_dir: str, dataset: str, train: bool = True) -> None:
         ) from None
 
 
+IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST-format files use
+
+
+def read_idx(path: str, dims: int) -> torch.Tensor:
+    """An IDX file of unsigned bytes with ``dims`` dimensions (3: images, 1: labels) as a uint8 tensor, its header
+    checked: two zero bytes, the type, the number of dimensions, each size, then exactly that many bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    header = 4 + 4 * dims
+    if len(data) < header:
+        raise ValueError(f"{len(data)} bytes, shorter than the {header}-byte header")
+    if data[:2] != b"\0\0" or data[2] != IDX_UBYTE or data[3] != dims:
+        raise ValueError(f"magic number {data[:4].hex()}, expected 0000{IDX_UBYTE:02x}{dims:02x}")
+    shape = struct.unpack(f">{dims}I", data[4:header])
+    if len(data) != header + math.prod(shape):
+        raise ValueError(f"{len(data) - header} bytes of data, the header says {math.prod(shape)}")
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).view(*shape)
+
+
 def _read_split(data_dir: str, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     folder = raw_dir(data_dir, dataset)
     image_path, label_path = (os.path.join(folder, n) for n in FILES[train])
-    # torchvision's own readers (what its dataset classes call), per file, so that an error names the broken one.
+    # Per file, so that an error names the broken one.
     tensors = []
-    for path, reader in ((image_path, read_image_file), (label_path, read_label_file)):
+    for path, dims in ((image_path, 3), (label_path, 1)):
         try:
-            tensors.append(reader(path))
+            tensors.append(read_idx(path, dims))
+        except ValueError as err:
+            raise UserError(f"{path} is not a valid IDX file ({err}); delete it and restore the original file") \
+                from None
         except PermissionError:
             raise  # not a broken file: run_cli says "cannot access" (deleting it would be the wrong advice)
-        except Exception as err:
-            detail = str(err) or "wrong magic number or size"
-            raise UserError(f"{path} is not a valid IDX file ({type(err).__name__}: {detail[:120]}); "
-                            f"delete it and restore the original file") from None
+        except OSError as err:  # a folder of that name, an I/O error
+            raise UserError(f"cannot read {path} ({err.strerror or err}); restore the original file") from None
     images, labels = tensors
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise UserError(f"{image_path} holds images of shape {tuple(images.shape[1:])}, expected 28x28")
