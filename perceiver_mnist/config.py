@@ -381,7 +381,17 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "train.py") -> Par
     recipe_names = {f.name for f in fields(Recipe)}
     options = RunOptions(**{k: v for k, v in given.items() if k in {f.name for f in fields(RunOptions)}})
     overrides = {k: v for k, v in given.items() if k in recipe_names}
-    return ParsedArgs(given.get("preset"), overrides, options.validate())
+    parsed = ParsedArgs(given.get("preset"), overrides, options.validate())
+    # Checked here, before train.py's heavy imports, so that a bad value is told at once: each given value against
+    # its field's limits, and a fresh run's whole recipe (a resumed one is checked with the recipe it saved).
+    for f in fields(Recipe):
+        if f.name in overrides and f.metadata["limits"] is not None:
+            error = _limit_error(f.name, overrides[f.name], f.metadata["limits"], f.metadata["unit"])
+            if error:
+                raise UserError(error)
+    if not options.resume:
+        resolve_recipe(parsed)
+    return parsed
 
 
 def resolve_recipe(args: ParsedArgs, saved: Recipe | None = None) -> Recipe:
