@@ -24,11 +24,12 @@ def main() -> int:
     if not 0 < args.port < 65536:
         parser.error(f"--port must be in 1..65535, got {args.port}")
 
-    from perceiver_mnist.demo import Demo, build_app, check_port, require_gradio, serve
     from perceiver_mnist.runs import find_run
-    require_gradio()  # no Gradio: say what to install before loading anything
+    path = args.model or find_run(args.logdir, args.run)  # a mistyped run is told at once, before heavy imports
+
+    from perceiver_mnist.demo import Demo, build_app, check_port, serve
     check_port(args.host, args.port)
-    demo = Demo(args.model or find_run(args.logdir, args.run), run_name=args.run)
+    demo = Demo(path, run_name=args.run)
     app = build_app(demo)
     url = serve(app, args.host, args.port)
     print(f"demo.py: {demo.about} Open {url} (Ctrl-C to stop)", flush=True)

@@ -208,13 +208,14 @@ def test_in_a_browser_drawing_a_digit_and_an_example_show_the_answer(server, dem
     page = webdriver.Chrome(service=Service(driver), options=options)
     try:
         page.get(server)
-        wait = WebDriverWait(page, 60)
+        wait = WebDriverWait(page, 60, poll_frequency=0.1)
         message = lambda: page.find_element(By.ID, "message").text  # noqa: E731
         canvas = wait.until(lambda p: p.find_elements(By.CSS_SELECTOR, "#sketchpad canvas"))[0]
         assert message() == PROMPT
 
         def draw_seven() -> None:
-            strokes = ActionChains(page).move_to_element_with_offset(canvas, -60, -80).click_and_hold()
+            # 50 ms a move, not selenium's 250: a quick hand, and seconds less of the suite
+            strokes = ActionChains(page, duration=50).move_to_element_with_offset(canvas, -60, -80).click_and_hold()
             for _ in range(6):
                 strokes.move_by_offset(20, 0)          # the bar
             for _ in range(8):
