@@ -157,3 +157,15 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")
+
+
+def test_bad_values_are_refused_while_parsing_before_any_heavy_import():
+    """train.py parses before it imports torch: a bad value must fail there, not after seconds of imports."""
+    with pytest.raises(UserError, match="--epochs must be positive, got 0"):
+        parse_args(["--epochs", "0"])
+    with pytest.raises(UserError, match="--lr-floor applies to --scheduler cosine only"):
+        parse_args(["--scheduler", "exponential", "--lr-floor", "0.1"])  # a fresh run: the whole recipe
+    # A resumed run's recipe is the one it saved: the combination is checked against that, later.
+    assert parse_args(["--run", "r", "--resume", "--lr-floor", "0.1"]).recipe_overrides == {"lr_floor": 0.1}
+    with pytest.raises(UserError, match="--lr must be a positive number"):
+        parse_args(["--run", "r", "--resume", "--lr", "0"])  # a value out of its limits: at once, even so
