@@ -29,7 +29,7 @@ def main() -> int:
 
     from perceiver_mnist.demo import Demo, build_app, check_port, serve
     check_port(args.host, args.port)
-    demo = Demo(path, run_name=args.run)
+    demo = Demo(path, run_name=args.run)  # then build_app imports Gradio, or says in one line what to install
     app = build_app(demo)
     url = serve(app, args.host, args.port)
     print(f"demo.py: {demo.about} Open {url} (Ctrl-C to stop)", flush=True)

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from perceiver_mnist.config import PRESETS, RunOptions, preset, recipe_to_dict  # noqa: E402
 from perceiver_mnist.data import load_test_set  # noqa: E402
 from perceiver_mnist.demo import CANVAS, Demo  # noqa: E402
+from perceiver_mnist.runs import find_run  # noqa: E402
 
 
 def drawing(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="Only the in-process update, not the running app.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(args.logdir, args.run) if args.run else untrained_run(args.preset, tmp)
+        path = find_run(args.logdir, args.run) if args.run else untrained_run(args.preset, tmp)
         demo = Demo(path, run_name=args.run)
         test = load_test_set(args.data_dir, demo.model.recipe.dataset)
         rng = np.random.default_rng(0)

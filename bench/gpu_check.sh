@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one prepared script for a machine with one NVIDIA GPU, at most about 7.5 minutes (each part has its
+# The GPU check: one prepared script for a machine with one NVIDIA GPU, at most about 8 minutes (each part has its
 # own time limit, and each part's results survive a later part's failure). It measures what BENCHMARKS.md's "GPU"
 # section needs:
 #   1. launch to 98% and to 99% test accuracy of the `gpu` preset (global batch 1,024) in bf16, compiled
@@ -8,7 +8,7 @@
 #   2. the training step alone (bench/flops.py), bf16: samples/s eager, compiled (inductor) and reduce-overhead
 #      (CUDA graphs) at batch 128 and 1,024 (the model of `default` and `gpu`), the compile time of each (the later
 #      ones may hit inductor's cache), how many graphs inductor declined to capture as CUDA graphs, and the host-device
-#      synchronisations over 100 timed steps of each (torch's sync debug mode), with the first one's op;
+#      synchronisations of 20 more steps of each (torch's sync debug mode), with the first one's op;
 #   3. the same recipe as 1. in bf16 eager (accelerate_configs/bf16.yaml) for EAGER_BOX seconds (default 60): whether
 #      compiling pays for itself on the way to 99%.
 # Usage: bash bench/gpu_check.sh [OUTDIR]     (prints a summary; OUTDIR, default $OUT, keeps the logs and the event

@@ -46,13 +46,17 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"))
     args = parser.parse_args()
     long, short = args.steps
+    if not 0 < short < long:
+        parser.error(f"--steps LONG SHORT needs 0 < SHORT < LONG, got {long} {short}")
     data_dir = os.path.abspath(args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {}
-        for label, rev in (("base", args.base), ("head", args.head)):
-            trees[label] = os.path.join(tmp, label)
-            subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", trees[label], rev], check=True)
+        trees: dict[str, str] = {}
         try:
+            for label, rev in (("base", args.base), ("head", args.head)):
+                tree = os.path.join(tmp, label)
+                if subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", tree, rev]).returncode:
+                    sys.exit(f"step_ab: cannot check out {rev!r} (see git's message above)")
+                trees[label] = tree
             per_step: dict[str, list[float]] = {"base": [], "head": []}
             for r in range(args.rounds):
                 for label in (("base", "head") if r % 2 == 0 else ("head", "base")):

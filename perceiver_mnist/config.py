@@ -75,11 +75,13 @@ def _limit_error(name: str, value: float, limits: str, unit: str) -> str | None:
     return f"--{_flag(name)}{units} must be {what}, got {value}"
 
 
-def _check_limits(obj: Any) -> None:
-    """Raise a ``UserError`` for the first field of ``obj`` outside its ``limits``."""
+def _check_limits(obj: Any, values: dict[str, Any] | None = None) -> None:
+    """Raise a ``UserError`` for the first field of the dataclass ``obj`` outside its ``limits``: its own values, or
+    those of ``values`` (given field names only)."""
     for f in fields(obj):
-        if f.metadata["limits"] is not None:
-            error = _limit_error(f.name, getattr(obj, f.name), f.metadata["limits"], f.metadata["unit"])
+        if f.metadata["limits"] is not None and (values is None or f.name in values):
+            value = getattr(obj, f.name) if values is None else values[f.name]
+            error = _limit_error(f.name, value, f.metadata["limits"], f.metadata["unit"])
             if error:
                 raise UserError(error)
 
@@ -384,11 +386,7 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "train.py") -> Par
     parsed = ParsedArgs(given.get("preset"), overrides, options.validate())
     # Checked here, before train.py's heavy imports, so that a bad value is told at once: each given value against
     # its field's limits, and a fresh run's whole recipe (a resumed one is checked with the recipe it saved).
-    for f in fields(Recipe):
-        if f.name in overrides and f.metadata["limits"] is not None:
-            error = _limit_error(f.name, overrides[f.name], f.metadata["limits"], f.metadata["unit"])
-            if error:
-                raise UserError(error)
+    _check_limits(Recipe, overrides)
     if not options.resume:
         resolve_recipe(parsed)
     return parsed

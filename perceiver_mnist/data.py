@@ -116,7 +116,8 @@ def read_idx(path: str, dims: int) -> torch.Tensor:
     """An IDX file of unsigned bytes with ``dims`` dimensions (3: images, 1: labels) as a uint8 tensor, its header
     checked: two zero bytes, the type, the number of dimensions, each size, then exactly that many bytes."""
     with open(path, "rb") as f:
-        data = f.read()
+        data = bytearray(os.fstat(f.fileno()).st_size)  # read once, into the buffer the tensor will share
+        f.readinto(data)
     header = 4 + 4 * dims
     if len(data) < header:
         raise ValueError(f"{len(data)} bytes, shorter than the {header}-byte header")
@@ -125,7 +126,9 @@ def read_idx(path: str, dims: int) -> torch.Tensor:
     shape = struct.unpack(f">{dims}I", data[4:header])
     if len(data) != header + math.prod(shape):
         raise ValueError(f"{len(data) - header} bytes of data, the header says {math.prod(shape)}")
-    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).view(*shape)
+    if not math.prod(shape):
+        raise ValueError("it holds no items")
+    return torch.frombuffer(data, dtype=torch.uint8, offset=header).view(*shape)
 
 
 def _read_split(data_dir: str, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

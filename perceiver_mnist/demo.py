@@ -131,8 +131,10 @@ def describe(path: str, run_name: str | None, parameters: int) -> str:
 
     config = read_config(path)
     what = f"run `{run_name}`" if run_name else f"`{os.path.basename(os.path.normpath(path))}`"
-    parts = [f"Model: {what}", f"preset `{preset_of(config)}`", f"{parameters:,} parameters"]
-    summary = training_summary(path) if os.path.isfile(os.path.join(path, "config.json")) else None
+    # A run's config.json names its preset (None: the default); an exported folder's holds the recipe alone.
+    preset = [f"preset `{preset_of(config)}`"] if "preset" in config else []
+    parts = [f"Model: {what}", *preset, f"{parameters:,} parameters"]
+    summary = training_summary(path)  # None without event files (an exported folder)
     if summary:
         images = f" of {int(summary['test_images']):,} test images" if summary["test_images"] else ""
         parts.append(f"test accuracy {summary['final']:.2f}%{images} after epoch {summary['epochs']:g}")
@@ -194,8 +196,9 @@ def build_app(demo: Demo) -> Any:
                 # Any file: a non-image gets our message on the page, not an error from Gradio.
                 upload = gr.File(label="... or upload a picture", type="filepath",
                                  elem_id="upload")
-                gr.Examples([[os.path.join(EXAMPLES_DIR, name)] for name in sorted(os.listdir(EXAMPLES_DIR))],
-                            inputs=[upload], label="Example pictures")
+                if os.path.isdir(EXAMPLES_DIR):  # in a checkout; an installed package has no docs/
+                    gr.Examples([[os.path.join(EXAMPLES_DIR, n)] for n in sorted(os.listdir(EXAMPLES_DIR))],
+                                inputs=[upload], label="Example pictures")
             with gr.Column(scale=1):
                 message = gr.Markdown(PROMPT, elem_id="message")
                 with gr.Row():
@@ -225,7 +228,13 @@ def check_port(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror:
+            raise UserError(f"--host {host} is not an address this machine can serve on; try 127.0.0.1 or "
+                            f"0.0.0.0") from None
         except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise UserError(f"--host {host} is not an address of this machine; try 127.0.0.1 or 0.0.0.0") \
+                    from None
             why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be used ({err.strerror})"
             raise UserError(f"port {port} on {host} {why}; choose another with --port") from None
 

@@ -52,7 +52,7 @@ def prediction_grid(images: Any, preds: Any, labels: Any, title: str) -> bytes:
     small, large = ImageFont.load_default(size=11), ImageFont.load_default(size=12)
     draw.text((sheet.width / 2, head / 2), f"{title}   (predicted / true; mistakes in red)", fill="black",
               font=large, anchor="mm")
-    # cmap gray_r: ink (1) is black on white paper; nearest-neighbour keeps the 28x28 pixels visible.
+    # Ink (1) black on white paper; nearest-neighbour keeps the 28x28 pixels visible.
     digits = (255 * (1 - images.reshape(n, 28, 28).clamp(0, 1))).round().byte().cpu().numpy()
     for i in range(n):
         ok = int(preds[i]) == int(labels[i])

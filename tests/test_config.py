@@ -159,7 +159,7 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
         recipe_from_dict(saved, "old run")
 
 
-def test_bad_values_are_refused_while_parsing_before_any_heavy_import():
+def test_bad_values_are_refused_while_parsing():
     """train.py parses before it imports torch: a bad value must fail there, not after seconds of imports."""
     with pytest.raises(UserError, match="--epochs must be positive, got 0"):
         parse_args(["--epochs", "0"])

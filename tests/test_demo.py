@@ -99,8 +99,8 @@ def test_the_line_on_the_run_gives_preset_parameters_and_logged_test_accuracy(ti
     about = Demo(str(tiny_run), run_name="tiny").about
     assert about.startswith("Model: run `tiny`, preset `tiny`, 12,") and "test accuracy " in about
     assert "after epoch 2" in about and "of 90 test images" in about
-    # saved_run names no preset (train.py's without --preset): the default; and no events, so no accuracy
-    assert demo.about == "Model: run `demo`, preset `default`, 1,390,474 parameters."
+    # saved_run writes an exported folder's config.json (the recipe alone): no preset to name; no events, no accuracy
+    assert demo.about == "Model: run `demo`, 1,390,474 parameters."
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -67,7 +67,11 @@ def test_the_prediction_grid_frames_mistakes_in_red_and_draws_the_digits():
     red = lambda a: ((a[..., 0] > 200) & (a[..., 1] < 60) & (a[..., 2] < 60)).sum()  # noqa: E731
     assert red(right) == 0 and red(wrong) > 4 * 84      # a frame of 3 pixels around an 84-pixel square, and text
     assert right.shape == wrong.shape and right.shape[1] == 12 + 8 * 96  # 8 columns of 84 + 12 pixels
-    assert (right[..., :3] < 30).all(axis=-1).sum() >= 10 * 8 * 4 * 9  # each bar: 8 x 4 pixels, drawn 3x larger
+    # The first digit's square, exactly: white paper, and the bar (rows 10-17, columns 12-15) in black, 3x larger.
+    cell = right[30 + 18:30 + 18 + 84, 12:12 + 84, :3]
+    expected = np.full((84, 84, 3), 255, dtype=np.uint8)
+    expected[30:54, 36:48] = 0
+    assert np.array_equal(cell, expected)
 
 
 def test_curve_data_is_the_logged_scalars(tiny_run):

@@ -171,3 +171,14 @@ def test_predict_py_json_is_what_the_model_says_with_the_class_names_of_its_data
     assert [t["label"] for t in good["top"]] == probs.topk(3).indices.tolist()
     assert good["top"][0] == {"label": good["label"], "class": good["class"], "probability": good["probability"]}
     assert classes[7] == "Sneaker" and DATASETS["mnist"].classes[7] == "7"  # Zalando's order, torchvision's names
+
+
+def test_predicting_imports_neither_torchvision_nor_the_compiler(pictures, tmp_path):
+    """torchvision's import pulls in torch._dynamo, seconds of start-up: the reading and predicting path needs
+    neither (only a download imports torchvision)."""
+    saved_run(tmp_path / "run")
+    code = ("import sys; from perceiver_mnist.model import load_model; from perceiver_mnist.predict import "
+            f"predict_paths; assert predict_paths(load_model({str(tmp_path / 'run')!r}), [{str(pictures[0])!r}]); "
+            "bad = [m for m in ('torchvision', 'torch._dynamo') if m in sys.modules]; assert not bad, bad")
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
