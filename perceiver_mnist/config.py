@@ -384,10 +384,11 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "train.py") -> Par
     options = RunOptions(**{k: v for k, v in given.items() if k in {f.name for f in fields(RunOptions)}})
     overrides = {k: v for k, v in given.items() if k in recipe_names}
     parsed = ParsedArgs(given.get("preset"), overrides, options.validate())
-    # Checked here, before train.py's heavy imports, so that a bad value is told at once: each given value against
-    # its field's limits, and a fresh run's whole recipe (a resumed one is checked with the recipe it saved).
-    _check_limits(Recipe, overrides)
-    if not options.resume:
+    # Checked here, before train.py's heavy imports, so that a bad value is told at once: a fresh run's whole recipe,
+    # a resumed run's given values against their limits (its recipe is the one it saved, read later).
+    if options.resume:
+        _check_limits(Recipe, overrides)
+    else:
         resolve_recipe(parsed)
     return parsed
 

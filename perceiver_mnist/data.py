@@ -124,9 +124,10 @@ def read_idx(path: str, dims: int) -> torch.Tensor:
     if data[:2] != b"\0\0" or data[2] != IDX_UBYTE or data[3] != dims:
         raise ValueError(f"magic number {data[:4].hex()}, expected 0000{IDX_UBYTE:02x}{dims:02x}")
     shape = struct.unpack(f">{dims}I", data[4:header])
-    if len(data) != header + math.prod(shape):
-        raise ValueError(f"{len(data) - header} bytes of data, the header says {math.prod(shape)}")
-    if not math.prod(shape):
+    count = math.prod(shape)
+    if len(data) != header + count:
+        raise ValueError(f"{len(data) - header} bytes of data, the header says {count}")
+    if not count:
         raise ValueError("it holds no items")
     return torch.frombuffer(data, dtype=torch.uint8, offset=header).view(*shape)
 

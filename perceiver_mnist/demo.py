@@ -77,8 +77,10 @@ class Demo:
         best = int(np.argmax(probs))
         message = f"**{self.classes[best]}** ({probs[best]:.1%})"
         paper = 255 - pixels                                               # ink dark on paper, as drawn
-        attention = self._draw_attention(paper, *pixel_maps(maps)) if self.has_maps else None
-        if not self.has_maps:
+        if self.has_maps:
+            attention = self._draw_attention(paper, *pixel_maps(maps))
+        else:
+            attention = None
             message += " - this model reads the whole image as one token, so there are no attention maps to draw"
         seen = Image.fromarray(paper).resize((SEEN_SIDE, SEEN_SIDE), Image.Resampling.NEAREST)
         return Update(message, dict(zip(self.classes, probs)), seen, attention)
