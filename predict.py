@@ -25,7 +25,7 @@ def main() -> int:
                         help="Also write the 28x28 image the model read of each picture to DIR, as PNG.")
     args = parser.parse_args()
 
-    from perceiver_mnist.data import DATASETS
+    from perceiver_mnist.datasets import DATASETS
     from perceiver_mnist.model import load_model
     from perceiver_mnist.predict import predict_paths, save_preprocessed
     from perceiver_mnist.runs import find_run

@@ -5,7 +5,8 @@ Times are measured from this script's launch of `accelerate launch ... train.py`
 data loading and every evaluation: what a user waits for. The accuracy is on all 10,000 test images.
 
 With --time-box S the run gets S seconds from launch, then Ctrl-C (it checkpoints and exits), and the report
-covers the epochs it finished.
+covers the epochs it finished. With --stop-at A it gets Ctrl-C as soon as an epoch's test accuracy reaches A%: the
+launch-to-A% of a long schedule without the rest of it.
 
     python bench/time_to_accuracy.py --data-dir ../shared/data --run bench-default [--config cpu.yaml]
                                      [--time-box S] [-- extra train.py flags]
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -26,10 +28,23 @@ from launching import ROOT, STOP_GRACE_S, start, stop, train_command
 sys.path.insert(0, ROOT)
 
 from perceiver_mnist import tracking  # noqa: E402
+from perceiver_mnist.errors import UserError  # noqa: E402
 from perceiver_mnist.events import read_events  # noqa: E402
 from perceiver_mnist.runs import CONFIG_FILE  # noqa: E402
 
 THRESHOLDS = [97.0, 98.0, 99.0, 99.4, 99.5]
+POLL_S = 5.0  # how often --time-box and --stop-at look at the run
+
+
+def reached(run_dir: str, accuracy: float) -> bool:
+    """Whether an epoch of the run has logged a test accuracy of at least ``accuracy`` (0: never)."""
+    if not accuracy or not os.path.isdir(run_dir):
+        return False
+    try:
+        logged = read_events(run_dir).scalars.get(tracking.TEST_ACCURACY)
+    except UserError:  # no event file yet
+        return False
+    return bool(logged) and max(logged.values) >= accuracy
 
 
 def report(run_dir: str, launched_at: float) -> dict:
@@ -66,6 +81,9 @@ def main() -> None:
                              "written (a few seconds after launch).")
     parser.add_argument("--time-box", type=float, default=0,
                         help="Stop the run with Ctrl-C this many seconds after launch (0: let it finish).")
+    parser.add_argument("--stop-at", type=float, default=0,
+                        help="Stop the run with Ctrl-C once an epoch's test accuracy reaches this many percent (0: "
+                             "never); its event file is read every few seconds.")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     run_dir = os.path.join(args.logdir, args.run)
@@ -76,19 +94,25 @@ def main() -> None:
                         "--logdir", args.logdir, "--run", args.run, *extra)
     launched_at = time.time()
     process, boxed = start(cmd), False
+    deadline = launched_at + args.time_box if args.time_box else math.inf
     try:
-        process.wait(timeout=args.time_box or None)
-    except subprocess.TimeoutExpired:  # the time box: Ctrl-C, and report the epochs it finished
-        boxed = True
-        if any(stop(process)):
-            sys.exit(f"time_to_accuracy: the run did not stop within {STOP_GRACE_S} s of Ctrl-C and was killed")
+        while process.poll() is None:
+            try:
+                process.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            if process.poll() is None and (time.time() > deadline or reached(run_dir, args.stop_at)):
+                boxed = True  # Ctrl-C, and report the epochs it finished
+                if any(stop(process)):
+                    sys.exit(f"time_to_accuracy: the run did not stop within {STOP_GRACE_S} s of Ctrl-C and was "
+                             f"killed")
     except BaseException:  # Ctrl-C or SIGTERM of this bench: the run is in a session of its own, so pass it on
         stop(process)
         raise
     if process.returncode and not boxed:
         sys.exit(f"time_to_accuracy: the run failed with exit status {process.returncode}")
     wall = time.time() - launched_at
-    result = {"command": " ".join(cmd), "time_box_s": args.time_box or None,
+    result = {"command": " ".join(cmd), "time_box_s": args.time_box or None, "stop_at": args.stop_at or None,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d"), "wall_minutes": round(wall / 60, 2),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Sequence
 
+from .datasets import DATASETS
 from .errors import UserError
 
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST are 28x28 grey images.
@@ -91,8 +92,9 @@ class Recipe:
     """Everything that defines a training run's result. Defaults are the ``default`` preset."""
 
     # --- data ---
-    dataset: str = _f("mnist", "Dataset (MNIST ships with the repo; Fashion-MNIST is downloaded).",
-                      ["mnist", "fashion-mnist"], model=True)
+    dataset: str = _f("mnist", "Dataset (MNIST ships with the repo; Fashion-MNIST is downloaded). Without --preset, "
+                      "it also picks the recipe: 'default' for mnist, 'fashion' for fashion-mnist.",
+                      list(DATASETS), model=True)
     val_size: int = _f(0, "Training images held out as a validation split for model selection (0: none).",
                        limits="[0, inf)")
     translate: int = _f(2, "Augmentation: random shift of up to this many pixels (0: off).", limits="[0, inf)")
@@ -101,12 +103,21 @@ class Recipe:
     scale: float = _f(0.1, "Augmentation: random zoom by a factor in [1-scale, 1+scale] (0: off).", limits="[0, 1)")
     elastic: float = _f(0.0, "Augmentation: elastic distortion, in pixels of displacement (0: off).",
                         limits="[0, inf)")
+    crop: int = _f(0, "Augmentation: random crop of the image zero-padded by this many pixels per side, i.e. a shift "
+                   "by whole pixels, without resampling (0: off).", limits="[0, inf)")
+    hflip: float = _f(0.0, "Augmentation: probability of mirroring an image left-right (0: off; only for datasets "
+                      "whose classes survive a mirror, such as fashion-mnist).", limits="[0, 1]")
+    erase: float = _f(0.0, "Augmentation: probability of random erasing, one rectangle of 2-40% of the image (aspect "
+                      "0.3-3.3) filled with noise (Zhong et al. 2020) (0: off).", limits="[0, 1]")
 
     # --- model: input adapter (image -> tokens) ---
-    adapter: str = _f("patches", "Image to tokens: one 784-dim token, one per pixel or one per patch.",
-                      ["image", "pixels", "patches"], model=True)
-    patch_size: int = _f(4, "Patch side in pixels for --adapter patches (must divide 28).", model=True,
-                         limits="(0, inf)")
+    adapter: str = _f("patches", "Image to tokens: one 784-dim token, one per pixel, one per patch, or one per "
+                      "patch of a small convolutional stem's feature map.", ["image", "pixels", "patches", "conv"],
+                      model=True)
+    patch_size: int = _f(4, "Patch side in pixels for --adapter patches or conv (must divide 28; even for conv).",
+                         model=True, limits="(0, inf)")
+    stem_channels: int = _f(16, "--adapter conv: channels of the stem's first 3x3 convolution (of stride 2; its "
+                            "second has twice as many).", model=True, limits="(0, inf)")
     num_freq_bands: int = _f(6, "Fourier position features: frequency bands per axis.", model=True, limits="(0, inf)")
     max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles per image.", model=True,
                          limits="(0, inf)")
@@ -173,8 +184,14 @@ class Recipe:
         if self.token_depth and self.adapter == "image":
             raise UserError("--token-depth needs several tokens to mix, but --adapter image makes one per image; "
                             "use --adapter patches or pixels, or --token-depth 0")
-        if self.adapter == "patches" and IMAGE_SIZE % self.patch_size:
+        if self.hflip and not DATASETS[self.dataset].mirror_invariant:
+            raise UserError(f"--hflip mirrors images, but a mirrored {DATASETS[self.dataset].title} image is no longer "
+                            f"of its class; use --hflip 0 for --dataset {self.dataset}")
+        if self.adapter in ("patches", "conv") and IMAGE_SIZE % self.patch_size:
             raise UserError(f"--patch-size must divide {IMAGE_SIZE}, got {self.patch_size}")
+        if self.adapter == "conv" and self.patch_size % 2:
+            raise UserError(f"--adapter conv needs an even --patch-size (its stem halves the image), got "
+                            f"{self.patch_size}")
         return self
 
 
@@ -225,6 +242,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (177 steps, not 59); 80 epochs, since with 1/8 of the steps 60 ended lower. On the validation split it ended
     # 0.08 points below the default (docs/model-selection.md, round 11).
     "gpu": dict(epochs=80, batch_size=1024, lr=8e-3, weight_decay=0.1, warmup_epochs=3.0, ema_decay=0.9984),
+    # A good model on a laptop CPU in minutes: the default's schedule over 10 epochs with a weight average that short
+    # a run can follow (0.999: about 1,000 steps), half an epoch of warm-up, and a cheaper, quicker-learning model:
+    # a convolutional stem instead of the token block (local features from the first step), 2 latent blocks instead
+    # of 4 (they set the step's cost on a CPU). Chosen on the validation split, docs/model-selection.md, round 12.
+    "fast": dict(adapter="conv", token_depth=0, depth=2, epochs=10, warmup_epochs=0.5, ema_decay=0.999),
+    # Fashion-MNIST's recipe (train.py --dataset fashion-mnist without --preset): the default's model and schedule
+    # with the distortions that fit clothes instead of handwriting: mirrors, whole-pixel crops and random erasing,
+    # no rotation or zoom (the usual levers for clothes; being screened, docs/model-selection.md, round 13).
+    "fashion": dict(dataset="fashion-mnist", translate=0, rotate=0.0, scale=0.0, crop=2, hflip=0.5, erase=0.5),
     # The Colab notebook this project started from, faithfully: one 784-dim token per image, a fixed zero
     # query of width 32, MSE on one-hot labels, Adam 1e-4 decayed by 0.9 per epoch.
     "seed": dict(
@@ -261,7 +287,8 @@ def preset_of(config: dict[str, Any]) -> str:
 # dataclass default: that may have changed since (ema_decay, token_depth and token_dropout did), and a guess would
 # silently change the recipe.
 ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout": 0.0, "inverted_cross_attn": False,
-                                "token_depth": 0}
+                                "token_depth": 0, "stem_channels": 16, "crop": 0, "hflip": 0.0,
+                                "erase": 0.0}
 
 
 # The JSON types each recipe field accepts (an int where a float belongs is fine).
@@ -362,7 +389,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
                         help="Named recipe to start from; every recipe flag below overrides one of its fields "
-                             "(default: 'default', or the run's saved recipe with --resume).")
+                             "(default: the dataset's own, 'default' for mnist and 'fashion' for fashion-mnist; or "
+                             "the run's saved recipe with --resume).")
     _add_fields(parser.add_argument_group("run options"), RunOptions, recipe_fields=False)
     _add_fields(parser.add_argument_group("recipe (each overrides the preset)"), Recipe, recipe_fields=True)
     return parser
@@ -393,14 +421,19 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "train.py") -> Par
     return parsed
 
 
+def preset_name(args: ParsedArgs) -> str:
+    """The preset a fresh run starts from: the one given, else its dataset's (``default`` for MNIST)."""
+    return args.preset or DATASETS[args.recipe_overrides.get("dataset", Recipe.dataset)].preset
+
+
 def resolve_recipe(args: ParsedArgs, saved: Recipe | None = None) -> Recipe:
     """The recipe to train: the saved one when resuming (else the preset), with the given flags on top."""
-    base = saved if saved is not None and args.preset is None else preset(args.preset or "default")
+    base = saved if saved is not None and args.preset is None else preset(preset_name(args))
     return dataclasses.replace(base, **args.recipe_overrides).validate()
 
 
-def default_run_name(preset_name: str | None) -> str:
-    return f"{preset_name or 'default'}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def default_run_name(name: str) -> str:
+    return f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def dumps(obj: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import IMAGE_SIZE, NUM_CLASSES, Recipe, RunOptions
+from .datasets import DATASETS
 from .errors import UserError
 from .runs import atomic_path
 
@@ -30,35 +31,6 @@ FILES = {
 }
 VAL_SPLIT_SEED = 20240601  # fixed, independent of --seed: the validation split never moves between runs
 SELECTION_VAL_SIZE = 5000  # the --val-size of every model-selection run in bench/ and docs/model-selection.md
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    torchvision_name: str  # its class in torchvision.datasets: the download, and the folder DATA_DIR/<name>/raw/
-    mean: float  # per-pixel statistics of the training set, used by the model's input adapter
-    std: float
-    sha256: dict[str, str] | None  # of the uncompressed IDX files, checked when extracting a shipped .gz
-    classes: tuple[str, ...]  # the name of each label, in label order (what predict.py prints)
-    title: str  # the dataset's name in prose (the model card)
-    hub_id: str  # the dataset's id on the Hugging Face Hub (the model card's metadata)
-
-    @property
-    def folder(self) -> str:
-        return self.torchvision_name  # torchvision's layout: DATA_DIR/<ClassName>/raw/
-
-
-DATASETS = {
-    "mnist": DatasetInfo("MNIST", 0.1307, 0.3081, {
-        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    }, tuple(str(digit) for digit in range(NUM_CLASSES)), "MNIST", "ylecun/mnist"),
-    # torchvision's names (FashionMNIST.classes), in Zalando's label order (7 is Sneaker, 8 is Bag).
-    "fashion-mnist": DatasetInfo("FashionMNIST", 0.2860, 0.3530, None, (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        "Fashion-MNIST", "zalando-datasets/fashion_mnist"),
-}
 
 
 def raw_dir(data_dir: str, dataset: str) -> str:
@@ -264,11 +236,23 @@ ELASTIC_GRID = 5
 
 
 def augment(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """Random affine transform and elastic distortion of a float batch ``(B, 1, H, W)``, per image, on x's device.
+    """The recipe's random distortions of a float batch ``(B, 1, H, W)``, per image, on x's device, in this order:
+    crop (whole-pixel shift), affine transform and elastic distortion, mirror, erasing. Each is skipped, drawing no
+    random numbers, when its strength is zero (so adding one leaves the others' draws, and MNIST's runs, as they
+    were); all zero returns ``x``."""
+    if recipe.crop:
+        x = random_crop(x, recipe.crop)
+    x = random_warp(x, recipe.translate, recipe.rotate, recipe.scale, recipe.elastic)
+    if recipe.hflip:
+        x = random_flip(x, recipe.hflip)
+    if recipe.erase:
+        x = random_erase(x, recipe.erase)
+    return x
 
-    The recipe's ``translate``, ``rotate``, ``scale`` and ``elastic`` set the strengths; all zero returns ``x``.
-    """
-    translate, rotate, scale, elastic = recipe.translate, recipe.rotate, recipe.scale, recipe.elastic
+
+def random_warp(x: torch.Tensor, translate: float, rotate: float, scale: float, elastic: float) -> torch.Tensor:
+    """Random affine transform (shift of up to ``translate`` pixels, rotation of up to ``rotate`` degrees, zoom by
+    up to ``scale``) and elastic distortion of ``elastic`` pixels, resampled bilinearly; all zero returns ``x``."""
     if not (translate or rotate or scale or elastic):
         return x
     b, device = x.shape[0], x.device
@@ -288,3 +272,45 @@ def augment(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
         field = F.interpolate(coarse, size=x.shape[-2:], mode="bicubic", align_corners=True)  # (B, 2, H, W)
         grid = grid + field.permute(0, 2, 3, 1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """A random ``H x W`` window of each image zero-padded by ``pad`` pixels per side: a shift by whole pixels in
+    [-pad, pad] on each axis, no resampling (what a padded random crop does, batched)."""
+    b, _, h, w = x.shape
+    padded = F.pad(x[:, 0], (pad, pad, pad, pad))                                   # (B, H+2p, W+2p)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device)
+    rows = torch.arange(h, device=x.device) + dy                                    # (B, H)
+    cols = torch.arange(w, device=x.device) + dx                                    # (B, W)
+    index = torch.arange(b, device=x.device)[:, None, None]
+    return padded[index, rows[:, :, None], cols[:, None, :]].unsqueeze(1)          # (B, 1, H, W)
+
+
+def random_flip(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Each image mirrored left-right with probability ``p``."""
+    mirror = torch.rand(x.shape[0], device=x.device) < p
+    return torch.where(mirror[:, None, None, None], x.flip(-1), x)
+
+
+# Random erasing's ranges, as Zhong et al. 2020 ("Random Erasing Data Augmentation") use them: the rectangle's share
+# of the image, and its aspect ratio (height / width) drawn log-uniformly.
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = (0.3, 1 / 0.3)
+
+
+def random_erase(x: torch.Tensor, p: float) -> torch.Tensor:
+    """With probability ``p`` per image, one random rectangle (ERASE_AREA of the image, ERASE_ASPECT) filled with
+    uniform noise in [0, 1], as random erasing does; drawn for the whole batch at once, one mask, no loop."""
+    b, _, h, w = x.shape
+    device = x.device
+    area = torch.empty(b, device=device).uniform_(*ERASE_AREA) * (h * w)
+    aspect = torch.empty(b, device=device).uniform_(math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])).exp()
+    eh = (area * aspect).sqrt().round().clamp(1, h)                                 # (B,) rectangle height
+    ew = (area / aspect).sqrt().round().clamp(1, w)                                 # (B,) rectangle width
+    top = (torch.rand(b, device=device) * (h - eh + 1)).floor()
+    left = (torch.rand(b, device=device) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=device)[None, :] - top[:, None]                   # (B, H) offset into the box
+    cols = torch.arange(w, device=device)[None, :] - left[:, None]                  # (B, W)
+    inside = ((rows >= 0) & (rows < eh[:, None]))[:, :, None] & ((cols >= 0) & (cols < ew[:, None]))[:, None, :]
+    inside &= (torch.rand(b, device=device) < p)[:, None, None]                     # (B, H, W)
+    return torch.where(inside[:, None], torch.rand_like(x), x)

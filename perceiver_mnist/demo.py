@@ -21,13 +21,16 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .config import preset_of
-from .data import DATASETS, to_float
+from .data import to_float
+from .datasets import DATASETS
 from .errors import UserError
 from .model import count_parameters, load_model, pixel_maps
 from .predict import NotAPicture, TOP, open_picture, preprocess
 from .runs import read_config
 
-EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "pictures")
+_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+# The example pictures for a model of each dataset: test images redrawn as users' photos and drawings.
+EXAMPLES_DIRS = {"mnist": os.path.join(_DOCS, "pictures"), "fashion-mnist": os.path.join(_DOCS, "garments")}
 SEEN_SIDE = 224        # the 28x28 input shown 8x, nearest-neighbour: one square per pixel the model reads
 TILE = 112             # one attention map, 4x
 MAX_LATENT_MAPS = 16   # more latents than this: the first ones are drawn
@@ -67,7 +70,7 @@ class Demo:
         if picture is None:
             return Update(PROMPT, {}, None, None)
         try:
-            pixels = preprocess(picture)                                   # (28, 28) uint8, ink white on black
+            pixels = preprocess(picture, self.model.recipe.dataset)        # (28, 28) uint8, ink white on black
         except NotAPicture as err:
             return Update(f"No digit found: the picture {err}. {PROMPT}", {}, None, None)
         images = to_float(torch.from_numpy(pixels)[None])                  # (1, 1, 28, 28)
@@ -198,8 +201,9 @@ def build_app(demo: Demo) -> Any:
                 # Any file: a non-image gets our message on the page, not an error from Gradio.
                 upload = gr.File(label="... or upload a picture", type="filepath",
                                  elem_id="upload")
-                if os.path.isdir(EXAMPLES_DIR):  # in a checkout; an installed package has no docs/
-                    gr.Examples([[os.path.join(EXAMPLES_DIR, n)] for n in sorted(os.listdir(EXAMPLES_DIR))],
+                examples = EXAMPLES_DIRS[demo.model.recipe.dataset]
+                if os.path.isdir(examples):  # in a checkout; an installed package has no docs/
+                    gr.Examples([[os.path.join(examples, n)] for n in sorted(os.listdir(examples))],
                                 inputs=[upload], label="Example pictures")
             with gr.Column(scale=1):
                 message = gr.Markdown(PROMPT, elem_id="message")
@@ -250,5 +254,5 @@ def serve(app: Any, host: str, port: int) -> str:
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-               allowed_paths=[EXAMPLES_DIR], max_file_size="20mb")
+               allowed_paths=list(EXAMPLES_DIRS.values()), max_file_size="20mb")
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"

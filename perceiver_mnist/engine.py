@@ -30,6 +30,7 @@ from . import checkpoints, faults, tracking
 from .checkpoints import TrainerState
 from .config import NUM_CLASSES, ParsedArgs, Recipe, recipe_to_dict
 from .data import DeviceBatches, Splits, augment, load_datasets, to_float
+from .datasets import DATASETS
 from .errors import EXIT_INTERRUPTED, UserError, in_multi_process_run
 from .model import build_model, count_parameters
 from .runs import WEIGHTS_FILE, atomic_path
@@ -507,7 +508,8 @@ def _log_predictions(t: Trainer, epoch_label: str) -> None:
     images = to_float(t.splits.test.images[:n]).to(acc.device)
     with torch.no_grad(), acc.autocast():
         preds = model(images).argmax(dim=-1).cpu()
-    png = tracking.prediction_grid(images.cpu(), preds, t.splits.test.labels[:n], epoch_label)
+    png = tracking.prediction_grid(images.cpu(), preds, t.splits.test.labels[:n], epoch_label,
+                                   DATASETS[t.run.recipe.dataset].classes)
     tracking.log_png(_writer(acc), tracking.PREDICTIONS, png, t.state.step)
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from . import tracking
+from .datasets import DATASETS
 from .errors import UserError
 from .events import RunEvents, Series, read_events
 from .runs import FIGURES_DIR, WEIGHTS_FILE, atomic_path, find_run, read_config
@@ -253,15 +254,16 @@ def _model_figures(w: Writer, run_dir: str, data_dir: str | None) -> None:
     with torch.no_grad():
         probs = torch.cat([model(to_float(test.images[i:i + 1000])).softmax(-1)
                            for i in range(0, len(test), 1000)])
-    _confusion_matrix(w, probs.argmax(-1).numpy(), test.labels.numpy())
-    _misclassified(w, to_float(test.images).numpy(), probs.numpy(), test.labels.numpy())
+    classes = DATASETS[model.recipe.dataset].classes
+    _confusion_matrix(w, probs.argmax(-1).numpy(), test.labels.numpy(), classes)
+    _misclassified(w, to_float(test.images).numpy(), probs.numpy(), test.labels.numpy(), classes)
     if model.adapter.grid == (1, 1):
         w.report.notices.append("attention: skipped, the 'image' adapter has a single input token (nothing to map)")
     else:
-        _attention(w, model, to_float(test.images[:6]), test.labels[:6].numpy())
+        _attention(w, model, to_float(test.images[:6]), [classes[k] for k in test.labels[:6].tolist()])
 
 
-def _confusion_matrix(w: Writer, preds: np.ndarray, labels: np.ndarray) -> None:
+def _confusion_matrix(w: Writer, preds: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
     import matplotlib.pyplot as plt
     matrix = np.zeros((10, 10), dtype=int)
     np.add.at(matrix, (labels, preds), 1)
@@ -274,12 +276,16 @@ def _confusion_matrix(w: Writer, preds: np.ndarray, labels: np.ndarray) -> None:
                     color="black" if i != j else BLUE, fontweight="bold" if i == j else "normal")
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted class", ylabel="true class",
            title=f"Confusion matrix ({len(labels)} test images, accuracy {100 * np.mean(preds == labels):.2f}%)")
+    long_names = max(map(len, classes)) > 2
+    ax.set_xticklabels(classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_yticklabels(classes)
     ax.grid(False)
     fig.colorbar(im, ax=ax, label="mistakes (off-diagonal)")
     w.save(fig, "confusion_matrix")
 
 
-def _misclassified(w: Writer, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, n: int = 24) -> None:
+def _misclassified(w: Writer, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
+                   n: int = 24) -> None:
     import matplotlib.pyplot as plt
     preds = probs.argmax(1)
     wrong = np.flatnonzero(preds != labels)
@@ -292,14 +298,15 @@ def _misclassified(w: Writer, images: np.ndarray, probs: np.ndarray, labels: np.
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(images[i, 0], cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"{preds[i]} ({probs[i, preds[i]]:.2f})\ntrue {labels[i]} ({probs[i, labels[i]]:.2f})",
+        ax.set_title(f"{classes[preds[i]]} ({probs[i, preds[i]]:.2f})\n"
+                     f"true {classes[labels[i]]} ({probs[i, labels[i]]:.2f})",
                      fontsize=8, color=RED)
     fig.suptitle(f"Most confident mistakes: {len(np.flatnonzero(preds != labels))} of {len(labels)} test "
                  f"images wrong (predicted (p) / true (p))")
     w.save(fig, "misclassified")
 
 
-def _attention(w: Writer, model, images, labels: np.ndarray) -> None:
+def _attention(w: Writer, model, images, names: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     from .model import pixel_maps
@@ -311,7 +318,7 @@ def _attention(w: Writer, model, images, labels: np.ndarray) -> None:
     for b in range(len(images)):
         digit = images[b, 0].numpy()
         axes[b, 0].imshow(digit, cmap="gray_r")
-        axes[b, 0].set_title(f"digit {labels[b]}", fontsize=8)
+        axes[b, 0].set_title(f"true: {names[b]}", fontsize=8)
         axes[b, 1].imshow(digit, cmap="gray_r")
         axes[b, 1].imshow(mean[b], cmap="inferno", alpha=0.6)
         axes[b, 1].set_title("all latents", fontsize=8)

@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from . import tracking
 from .config import Recipe, preset, preset_of, recipe_from_dict, recipe_to_dict
-from .data import DATASETS
+from .datasets import DATASETS
 from .errors import UserError
 from .events import read_events
 from .figures import best_epoch
@@ -93,7 +93,9 @@ def _as_flag(name: str, value: Any) -> str:
 # What each --adapter and --query is, in the model card's words.
 _ADAPTERS = {"image": "the whole image as one token of 784 features",
              "pixels": "one token per pixel, with Fourier position features",
-             "patches": "{p}x{p} image patches as tokens, with Fourier position features"}
+             "patches": "{p}x{p} image patches as tokens, with Fourier position features",
+             "conv": "{p}x{p} patches of a two-layer convolutional stem's feature map as tokens, with Fourier "
+                     "position features"}
 _QUERIES = {"learned": "a learned output query", "zeros": "a fixed all-zero output query"}
 
 

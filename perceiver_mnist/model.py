@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .config import IMAGE_SIZE, NUM_CLASSES, Recipe, recipe_from_dict
-from .data import DATASETS
+from .datasets import DATASETS
 from .errors import UserError
 from .runs import WEIGHTS_FILE, read_config
 
@@ -101,10 +101,45 @@ class PatchAdapter(InputAdapter):
         return torch.cat([patches, pos], dim=-1)                                                 # (B, N, p*p + P)
 
 
+class ConvAdapter(InputAdapter):
+    """Patches of a small convolutional stem's feature map as tokens, each with its Fourier position features.
+
+    Two 3x3 convolutions, the first of stride 2, then non-overlapping patches of the half-size map, so the tokens
+    lie on the same grid as ``patches`` of the same ``patch_size``. Early convolutions give the tokens local edges
+    and strokes that raw pixel patches leave the attention to learn: they make transformers train faster and more
+    stably on small images (Xiao et al. 2021, "Early convolutions help transformers see better"; Perceiver IO's own
+    ImageNet model has a conv variant). The stem costs about a tenth of the default's step."""
+
+    def __init__(self, mean: float, std: float, patch_size: int, channels: int, num_freq_bands: int,
+                 max_freq: float):
+        super().__init__(mean, std)
+        self.stem = nn.Sequential(
+            # Stride 2 first: the same multiply-adds as a full-size first layer would cost, but no full-size
+            # activation to store and run GELU over, which made the stem 4x slower on the CPU.
+            nn.Conv2d(1, channels, 3, stride=2, padding=1), nn.GELU(),               # (B, c, 14, 14)
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.GELU())              # (B, 2c, 14, 14)
+        self.p = patch_size // 2  # patch side on the half-size map
+        side = IMAGE_SIZE // patch_size
+        self.grid = (side, side)
+        self.register_buffer("pos", fourier_positions(side, side, num_freq_bands, max_freq), persistent=False)
+        self.token_features = 2 * channels * self.p * self.p + self.pos.shape[1]
+
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.stem(x)                                                                       # (B, C, 14, 14)
+        b, c, q = f.shape[0], f.shape[1], self.p
+        rows, cols = self.grid
+        patches = f.reshape(b, c, rows, q, cols, q).permute(0, 2, 4, 1, 3, 5).reshape(b, rows * cols, c * q * q)
+        pos = self.pos.to(patches.dtype).expand(b, -1, -1)                                     # (B, N, P)
+        return torch.cat([patches, pos], dim=-1)                                               # (B, N, C*q*q + P)
+
+
 def build_adapter(recipe: Recipe) -> InputAdapter:
     stats = DATASETS[recipe.dataset]
     if recipe.adapter == "image":
         return ImageAdapter(stats.mean, stats.std)
+    if recipe.adapter == "conv":
+        return ConvAdapter(stats.mean, stats.std, recipe.patch_size, recipe.stem_channels, recipe.num_freq_bands,
+                           recipe.max_freq)
     patch = 1 if recipe.adapter == "pixels" else recipe.patch_size
     return PatchAdapter(stats.mean, stats.std, patch, recipe.num_freq_bands, recipe.max_freq)
 

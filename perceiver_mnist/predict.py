@@ -1,9 +1,10 @@
 """Predictions on pictures users give (photos, scans, drawings in any format Pillow reads), on the CPU.
 
-A picture is first brought to what the model was trained on, the way the MNIST authors prepared their digits:
+A picture is first brought to what the model was trained on, the way the dataset's authors prepared theirs:
 
     grayscale -> ink bright on black (inverted when the background is light) -> cropped to the ink
       -> longer side scaled to 20 pixels, aspect ratio kept -> centre of mass at the centre of a 28x28 frame
+         (MNIST; for Fashion-MNIST: longer side scaled to 28, the crop centred in the frame)
 
 Ink is what differs from the paper, and the paper is a plane fitted to the picture's border, so light that falls
 off across a photo is not ink. The crop must not be widened by noise or JPEG artefacts, so it is found in two
@@ -22,9 +23,9 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from .config import IMAGE_SIZE
+from .datasets import DATASETS
 from .errors import UserError
 
-DIGIT_BOX = 20        # MNIST: the ink's longer side fills 20 pixels of the 28x28 frame
 CENTRE = 14.0         # MNIST's centre of mass: every test digit's lies in [13.5, 14.5) of rows and columns 0..27
 WORK_SIDE = 1024      # larger pictures are first shrunk to this longer side: a 12 MP photo needs no more
 MIN_CONTRAST = 0.2    # ink must stand this far (of black to white) above the background, or the page is blank
@@ -152,8 +153,9 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image.resize(size, resample), dtype=np.float32)
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
-    """A picture of one digit (or garment) -> the uint8 ``(28, 28)`` image the model reads, white ink on black.
+def preprocess(image: Image.Image, dataset: str = "mnist") -> np.ndarray:
+    """A picture of one digit (or garment) -> the uint8 ``(28, 28)`` image the model reads, white ink on black,
+    framed as ``dataset``'s images are.
 
     Raises ``NotAPicture`` when it holds no ink (a blank page)."""
     if max(image.size) > WORK_SIDE:
@@ -179,19 +181,24 @@ def preprocess(image: Image.Image) -> np.ndarray:
     digit = (np.clip(ink / level, 0.0, 1.0) * _dilate(inked))[top:bottom, left:right]
 
     h, w = digit.shape
-    scale = DIGIT_BOX / max(h, w)
+    info = DATASETS[dataset]
+    scale = info.item_box / max(h, w)
     if scale != 1.0:
         digit = np.clip(_resize(digit, (max(1, round(w * scale)), max(1, round(h * scale)))), 0.0, 1.0)
-    return _centre(digit)
+    return _centre(digit, by_mass=info.centring == "mass")
 
 
-def _centre(digit: np.ndarray) -> np.ndarray:
-    """Paste ``digit`` into a black 28x28 frame with its centre of mass on the centre, by a whole-pixel shift."""
+def _centre(digit: np.ndarray, by_mass: bool = True) -> np.ndarray:
+    """Paste ``digit`` into a black 28x28 frame with its centre of mass (else its box's centre) on the centre, by a
+    whole-pixel shift."""
     h, w = digit.shape
     mass = float(digit.sum())
-    cy = float((digit.sum(axis=1) * np.arange(h)).sum() / mass) if mass else (h - 1) / 2
-    cx = float((digit.sum(axis=0) * np.arange(w)).sum() / mass) if mass else (w - 1) / 2
-    top, left = int(np.floor(CENTRE - cy + 0.5)), int(np.floor(CENTRE - cx + 0.5))
+    if by_mass and mass:
+        cy = float((digit.sum(axis=1) * np.arange(h)).sum() / mass)
+        cx = float((digit.sum(axis=0) * np.arange(w)).sum() / mass)
+        top, left = int(np.floor(CENTRE - cy + 0.5)), int(np.floor(CENTRE - cx + 0.5))
+    else:
+        top, left = (IMAGE_SIZE - h) // 2, (IMAGE_SIZE - w) // 2
     frame = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     # What of the digit falls inside the frame (a lopsided digit can reach past an edge, as in MNIST).
     y0, x0 = max(0, top), max(0, left)
@@ -254,7 +261,7 @@ def predict_paths(model: Any, paths: list[str], batch_size: int = 256) -> list[P
         try:
             if os.path.isdir(path):
                 raise NotAPicture("a folder with no picture files in it")
-            result.pixels = preprocess(open_picture(path))
+            result.pixels = preprocess(open_picture(path), model.recipe.dataset)
         except NotAPicture as err:
             result.error = str(err)
         results.append(result)

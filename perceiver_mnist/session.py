@@ -21,7 +21,7 @@ from accelerate.utils import broadcast_object_list
 from . import checkpoints
 from .checkpoints import TrainerState
 from .config import (ParsedArgs, Recipe, RunOptions, default_run_name, diff_fields, diff_model_fields, dumps,
-                     recipe_from_dict, recipe_to_dict, resolve_recipe)
+                     preset_name, recipe_from_dict, recipe_to_dict, resolve_recipe)
 from .errors import UserError
 from .runs import CONFIG_FILE, LOCK_FILE, WEIGHTS_FILE, RunLock, find_run, is_run, read_config, write_atomic
 
@@ -103,7 +103,7 @@ def open_run(acc: Accelerator, args: ParsedArgs) -> Iterator[Run]:
         if opts.resume:
             raise UserError("--resume needs --run NAME (the run to continue)")
         # Every process must use the same name: the timestamped default is decided on rank 0.
-        opts.run = _from_main(acc, lambda: default_run_name(args.preset))
+        opts.run = _from_main(acc, lambda: default_run_name(preset_name(args)))
     run_dir = os.path.join(opts.logdir, opts.run)
     if opts.resume:
         find_run(opts.logdir, opts.run)  # before the lock: an unknown run gets no directory
@@ -166,7 +166,7 @@ def _check(acc: Accelerator, args: ParsedArgs, run_dir: str) -> Run:
             raise UserError(f"{run_dir} already holds a run; continue it with --resume, or pick another --run name")
         if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_FILE}:  # a machine without it: no files
             raise UserError(f"{run_dir} holds files but no run; pick another --run name (nothing there is touched)")
-        return Run(run_dir, resolve_recipe(args), opts, args.preset, None)
+        return Run(run_dir, resolve_recipe(args), opts, preset_name(args), None)
     config = read_config(run_dir)
     saved = recipe_from_dict(config["recipe"], os.path.join(run_dir, CONFIG_FILE))
     recipe = resolve_recipe(args, saved)

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from perceiver_mnist.config import (PRESETS, Recipe, RunOptions, build_parser, diff_model_fields, parse_args,
-                                    preset, recipe_from_dict, recipe_to_dict, resolve_recipe)
+                                    preset, preset_name, recipe_from_dict, recipe_to_dict, resolve_recipe)
+from perceiver_mnist.datasets import DATASETS
 from perceiver_mnist.errors import UserError
 
 from .conftest import ROOT, run_python
@@ -24,7 +25,8 @@ def test_every_field_is_a_flag_with_help_and_its_default():
         described = "".join(f.metadata["help"].split()) + "("  # the whole help text, then the default(s)
         assert described in flat, flag
         assert flat.split(described, 1)[1].startswith(("default:", "presets:")), flag
-    assert "presets: default=0.002, gpu=0.008, seed=0.0001, tiny=0.002" in " ".join(help_text.split())
+    assert "presets: default=0.002, gpu=0.008, fast=0.002, fashion=0.002, seed=0.0001, tiny=0.002" in " ".join(
+        help_text.split())
 
 
 def test_seed_preset_is_the_seed_recipe():
@@ -73,6 +75,11 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--token-depth", "1", "--cross-heads", "3"], "--token-depth needs a positive --token-dim divisible by"),
     (["--token-depth", "1", "--adapter", "image"], "--token-depth needs several tokens to mix"),
     (["--preset", "seed", "--lr-floor", "0.1"], "--lr-floor applies to --scheduler cosine only"),
+    (["--hflip", "0.5"], "--hflip mirrors images, but a mirrored MNIST image is no longer of its class"),
+    (["--preset", "fashion", "--dataset", "mnist"], "a mirrored MNIST image is no longer of its class"),
+    (["--hflip", "1.5"], "--hflip must be at most 1"),
+    (["--adapter", "conv", "--patch-size", "7"], "--adapter conv needs an even --patch-size"),
+    (["--adapter", "conv", "--patch-size", "6"], "--patch-size must divide 28"),
 ])
 def test_impossible_values_are_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):
@@ -82,7 +89,7 @@ def test_impossible_values_are_refused(flags, message):
 @pytest.mark.parametrize("change, message", [
     ({"epochs": "5"}, "recipe field 'epochs' is '5', expected int"),
     ({"lr": True}, "recipe field 'lr' is True, expected float"),
-    ({"adapter": "bogus"}, "--adapter must be one of ['image', 'pixels', 'patches']"),
+    ({"adapter": "bogus"}, "--adapter must be one of ['image', 'pixels', 'patches', 'conv']"),
     ({"epochs": 0}, "--epochs must be positive"),
     ({"depth_typo": 4}, "unknown recipe fields ['depth_typo']"),
 ])
@@ -108,7 +115,7 @@ def test_the_sweep_bench_refuses_a_variant_it_cannot_train_as_written(variant, m
 def test_unknown_preset_is_refused():
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         preset("huge")
-    assert set(PRESETS) == {"seed", "default", "gpu", "tiny"}
+    assert set(PRESETS) == {"seed", "default", "gpu", "fast", "fashion", "tiny"}
 
 
 def test_the_gpu_preset_is_the_default_model_at_a_large_batch_with_its_schedule_scaled():
@@ -141,7 +148,7 @@ def test_bad_flags_get_one_line_and_exit_2(flags, message):
 def test_help_exits_zero_and_lists_presets():
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
-    assert result.returncode == 0 and "{default,gpu,seed,tiny}" in result.stdout
+    assert result.returncode == 0 and "{default,gpu,fast,fashion,seed,tiny}" in result.stdout
 
 
 def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was_trained_with():
@@ -151,12 +158,33 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["token_dropout"]  # and before --token-dropout: every token seen
     del saved["inverted_cross_attn"]  # and before --inverted-cross-attn: the usual softmax over the tokens
     del saved["token_depth"]  # and before --token-depth: no blocks over the input tokens
+    for name in ("crop", "hflip", "erase", "stem_channels"):  # and before these: none of them, no conv stem
+        del saved[name]
     old = recipe_from_dict(saved, "old run")
     assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn, old.token_depth) == (
         0.0, 0.0, 0.0, False, 0)
+    assert (old.crop, old.hflip, old.erase, old.adapter) == (0, 0.0, 0.0, "patches")
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")
+
+
+def test_a_dataset_without_a_preset_trains_its_own_recipe_and_flags_still_override():
+    """A user should not need our preset names to get the recipe made for their data."""
+    for name, info in DATASETS.items():
+        args = parse_args(["--dataset", name])
+        assert preset_name(args) == info.preset and resolve_recipe(args) == dataclasses.replace(
+            preset(info.preset), dataset=name)
+    fashion = resolve_recipe(parse_args(["--dataset", "fashion-mnist", "--hflip", "0", "--epochs", "5"]))
+    assert (fashion.hflip, fashion.epochs, fashion.erase) == (0.0, 5, preset("fashion").erase)
+    # A preset named is the one trained, whatever the dataset: MNIST's recipe on clothes is a valid experiment.
+    chosen = resolve_recipe(parse_args(["--preset", "default", "--dataset", "fashion-mnist"]))
+    assert chosen == dataclasses.replace(preset("default"), dataset="fashion-mnist")
+    assert preset_name(parse_args([])) == "default" and resolve_recipe(parse_args([])) == Recipe()
+    # The distortions that fit each dataset: mirrors for clothes only, rotations and zooms for digits only.
+    assert preset("fashion").hflip > 0 and not preset("default").hflip
+    assert preset("default").rotate > 0 and not preset("fashion").rotate
+    assert resolve_recipe(parse_args(["--preset", "fashion"])).dataset == "fashion-mnist"
 
 
 def test_bad_values_are_refused_while_parsing():

@@ -173,6 +173,74 @@ def test_elastic_distortion_bends_an_image_smoothly_and_differently_per_image():
     assert torch.equal(data.augment(x, dataclasses.replace(elastic, elastic=0.0)), x)
 
 
+def test_crop_shifts_each_image_by_whole_pixels_with_zeros_coming_in():
+    torch.manual_seed(0)
+    x = torch.zeros(200, 1, 28, 28)
+    x[:, 0, 13, 9] = 1.0  # one lit pixel: where it lands is the shift
+    x[:, 0, 5, 20] = 0.5
+    out = data.random_crop(x, 3)
+    assert set(out.unique().tolist()) == {0.0, 0.5, 1.0}  # moved, not resampled: no value in between
+    shifts = set()
+    for image in out[:, 0]:
+        (r, c), = (image == 1.0).nonzero().tolist()
+        assert image[r - 8, c + 11] == 0.5  # the whole image moved together
+        assert image.count_nonzero() == 2
+        shifts.add((r - 13, c - 9))
+    assert shifts == {(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)}  # every shift of up to 3 pixels
+    edge = torch.ones(50, 1, 28, 28)
+    cropped = data.random_crop(edge, 2)
+    # What comes in at the edge is the zero padding: at most 2 rows and 2 columns, as many as the shift.
+    assert ((cropped == 0).sum(dim=(1, 2, 3)) <= 2 * 28 + 2 * 28).all() and (cropped == 0).any()
+
+
+def test_flip_mirrors_each_image_left_right_with_its_probability():
+    torch.manual_seed(0)
+    x = torch.rand(400, 1, 28, 28)
+    assert torch.equal(data.random_flip(x, 1.0), x.flip(-1))
+    assert torch.equal(data.random_flip(x, 0.0), x)
+    out = data.random_flip(x, 0.5)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert ((out == x).flatten(1).all(1) ^ mirrored).all()  # each one whole: as it was, or mirrored
+    assert 160 < int(mirrored.sum()) < 240  # about half of 400
+
+
+def test_erasing_fills_one_rectangle_of_2_to_40_percent_with_noise():
+    torch.manual_seed(0)
+    x = -torch.ones(300, 1, 28, 28)  # the noise is in [0, 1]: what was erased shows
+    out = data.random_erase(x, 1.0)
+    erased = out[:, 0] >= 0
+    for mask in erased:
+        rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+        box = torch.zeros_like(mask)
+        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        assert torch.equal(mask, box)  # one solid rectangle
+        height, width = len(rows), len(cols)
+        assert 0.3 / 2 <= height / width <= 2 / 0.3  # its aspect, up to rounding
+        assert 0.02 * 784 * 0.7 <= mask.sum() <= 0.4 * 784 * 1.3  # its area, up to rounding and the clamp to 28
+    areas = erased.sum((1, 2)).float() / 784
+    assert areas.min() < 0.05 and areas.max() > 0.3  # the whole range is drawn
+    noise = out[:, 0][erased]
+    assert 0.45 < float(noise.mean()) < 0.55 and noise.std() > 0.2  # uniform noise, not a constant fill
+    assert torch.equal(data.random_erase(x, 0.0), x)
+    some = (data.random_erase(x, 0.5) >= 0).flatten(1).any(1)
+    assert 110 < int(some.sum()) < 190  # about half of 300
+
+
+def test_augment_applies_only_the_distortions_a_recipe_asks_for():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28)
+    off = Recipe(translate=0, rotate=0.0, scale=0.0, elastic=0.0)
+    torch.manual_seed(1)
+    flipped = data.augment(x, dataclasses.replace(off, dataset="fashion-mnist", hflip=1.0))
+    assert torch.equal(flipped, x.flip(-1))
+    torch.manual_seed(1)
+    both = data.augment(x, dataclasses.replace(off, dataset="fashion-mnist", crop=2, hflip=1.0, erase=1.0))
+    torch.manual_seed(1)
+    cropped = data.random_crop(x, 2).flip(-1)  # the crop is drawn first, with the same random numbers
+    kept = both == cropped
+    assert not kept.all() and kept.float().mean() > 0.5  # all that was not erased is the cropped mirror
+
+
 def test_an_unreadable_idx_file_is_reported_as_a_permission_problem_not_as_corrupt(fresh_data, monkeypatch):
     def forbidden(path, dims):
         raise PermissionError(errno.EACCES, "Permission denied", path)

@@ -82,6 +82,15 @@ def test_the_model_card_describes_the_seeds_architecture_as_it_is():
             and "The `seed` preset." in card.text)
 
 
+def test_the_model_card_describes_the_fast_presets_conv_stem_and_a_garment_models_data():
+    card = model_card(PerceiverMNIST(recipe_to_dict(preset("fast"))), {"preset": "fast"}, "quick", None, None, False)
+    assert ("(4x4 patches of a two-layer convolutional stem's feature map as tokens, with Fourier position features)"
+            in card.text and "The `fast` preset." in card.text)
+    card = model_card(PerceiverMNIST(recipe_to_dict(preset("fashion"))), {"preset": "fashion"}, "clothes", None, None,
+                      False)
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"] and "Ankle boot" in card.text
+
+
 def test_exporting_again_replaces_an_earlier_export_but_never_a_run(exported, run_with_figure, tiny_run):
     export_hf(str(tiny_run), str(exported))  # no summary figure drawn for this one: the earlier one goes
     assert sorted(p.name for p in exported.iterdir()) == ["README.md", "config.json", "model.safetensors"]

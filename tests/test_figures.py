@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from perceiver_mnist import figures, tracking
+from perceiver_mnist.datasets import DATASETS
 from perceiver_mnist.errors import UserError, run_cli
 from perceiver_mnist.events import read_events
 
-from .conftest import run_python
+from .conftest import run_python, saved_run
 
 CURVES = ["train_loss", "test_loss", "accuracy", "lr"]
 
@@ -62,7 +63,9 @@ def test_the_prediction_grid_frames_mistakes_in_red_and_draws_the_digits():
     images = torch.zeros(10, 1, 28, 28)
     images[:, :, 10:18, 12:16] = 1.0                      # a bar of ink in every digit
     labels = torch.arange(10)
-    grid = lambda preds: np.asarray(Image.open(io.BytesIO(tracking.prediction_grid(images, preds, labels, "t"))))  # noqa: E731
+    digits, clothes = DATASETS["mnist"].classes, DATASETS["fashion-mnist"].classes
+    grid = lambda preds, classes=digits: np.asarray(Image.open(io.BytesIO(  # noqa: E731
+        tracking.prediction_grid(images, preds, labels, "t", classes))))
     right, wrong = grid(labels.clone()), grid(torch.tensor([0, 1, 2, 9, 4, 5, 6, 7, 8, 9]))
     red = lambda a: ((a[..., 0] > 200) & (a[..., 1] < 60) & (a[..., 2] < 60)).sum()  # noqa: E731
     assert red(right) == 0 and red(wrong) > 4 * 84      # a frame of 3 pixels around an 84-pixel square, and text
@@ -72,6 +75,12 @@ def test_the_prediction_grid_frames_mistakes_in_red_and_draws_the_digits():
     expected = np.full((84, 84, 3), 255, dtype=np.uint8)
     expected[30:54, 36:48] = 0
     assert np.array_equal(cell, expected)
+    # Garments' names ("Ankle boot / Sneaker") take two lines: each title 12 pixels taller, the squares the same.
+    named = grid(labels.clone(), clothes)
+    assert named.shape[0] == right.shape[0] + 2 * 12 and named.shape[1] == right.shape[1]
+    assert np.array_equal(named[30 + 30:30 + 30 + 84, 12:12 + 84, :3], expected)
+    title = lambda a: (a[30:30 + 18, 12:12 + 84, :3] < 128).any(-1).sum()  # noqa: E731  dark pixels of the 1st
+    assert title(named) > 2 * title(right)  # "T-shirt/top /" over "T-shirt/top": more ink than "0 / 0"
 
 
 def test_curve_data_is_the_logged_scalars(tiny_run):
@@ -199,3 +208,27 @@ def test_model_figures_need_only_the_test_files_and_survive_odd_saved_options(ti
     report = figures.make_figures(str(run.parent), "r", str(tmp_path / "out"))
     assert report.notices == []
     assert png_size(tmp_path / "out" / "confusion_matrix.png")[0] > 300
+
+
+def test_model_figures_name_the_classes_of_the_runs_dataset(data_dir, tmp_path, monkeypatch):
+    import matplotlib.text
+
+    run = tmp_path / "runs" / "clothes"
+    saved_run(run, dataset="fashion-mnist")  # an untrained model: it makes mistakes to show
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]:  # synthetic test images stand in for clothes
+        shutil.copy(data_dir / "MNIST" / "raw" / name, raw / name)
+    texts: dict[str, list[str]] = {}
+    save = figures.Writer.save
+
+    def keep_texts(self, fig, name):
+        texts[name] = [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_visible()]
+        return save(self, fig, name)
+
+    monkeypatch.setattr(figures.Writer, "save", keep_texts)
+    figures.make_figures(str(run.parent), "clothes", str(tmp_path / "out"), data_dir=str(tmp_path / "data"))
+    clothes = DATASETS["fashion-mnist"].classes
+    assert [t for t in texts["confusion_matrix"] if t in clothes] == [*clothes, *clothes]  # both axes, in order
+    assert any(t.startswith(clothes) and "\ntrue " in t for t in texts["misclassified"])
+    assert any(t.startswith("true: ") and t[6:] in clothes for t in texts["attention"])

@@ -1,6 +1,7 @@
 """Tiny shapes, parameter counts per preset, input adapters, attention maps, loading saved weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -50,12 +51,13 @@ def test_seed_preset_has_the_seed_constructions_parameter_count():
     assert model.adapter(torch.rand(2, 1, 28, 28)).shape == (2, 1, 784)
 
 
-@pytest.mark.parametrize("name, low, high", [("tiny", 2_000, 20_000), ("default", 500_000, 3_000_000)])
+@pytest.mark.parametrize("name, low, high", [("tiny", 2_000, 20_000), ("default", 500_000, 3_000_000),
+                                             ("fast", 800_000, 900_000), ("fashion", 1_390_000, 1_391_000)])
 def test_preset_parameter_counts(name, low, high):
     assert low < count_parameters(build_model(preset(name))) < high
 
 
-@pytest.mark.parametrize("name", ["seed", "default", "gpu", "tiny"])
+@pytest.mark.parametrize("name", ["seed", "default", "gpu", "fast", "fashion", "tiny"])
 def test_every_preset_maps_images_to_logits(name):
     model = build_model(preset(name)).eval()
     logits = model(torch.rand(3, 1, 28, 28))
@@ -63,7 +65,8 @@ def test_every_preset_maps_images_to_logits(name):
 
 
 @pytest.mark.parametrize("adapter, patch, tokens, features", [
-    ("image", 4, 1, 784), ("pixels", 4, 784, 1 + 2 * (2 * 3 + 1)), ("patches", 7, 16, 49 + 2 * (2 * 3 + 1))])
+    ("image", 4, 1, 784), ("pixels", 4, 784, 1 + 2 * (2 * 3 + 1)), ("patches", 7, 16, 49 + 2 * (2 * 3 + 1)),
+    ("conv", 4, 49, 2 * 16 * 2 * 2 + 2 * (2 * 3 + 1)), ("conv", 14, 4, 2 * 16 * 7 * 7 + 2 * (2 * 3 + 1))])
 def test_input_adapters_tokenize(adapter, patch, tokens, features):
     recipe = preset("tiny")
     recipe.adapter, recipe.patch_size, recipe.num_freq_bands = adapter, patch, 3
@@ -81,6 +84,29 @@ def test_patch_tokens_are_the_normalised_pixels_of_each_patch():
     normalised = (image - model.adapter.mean) / model.adapter.std
     # token 5 = patch row 1, column 1 (4 patches per row)
     assert torch.allclose(tokens[0, 5, :49], normalised[0, 0, 7:14, 7:14].reshape(-1))
+
+
+def test_conv_tokens_see_their_own_patch_and_its_edge_only():
+    """--adapter conv: token (r, c) reads the stem's features over patch (r, c) of the grid, and the stem's 3x3
+    convolutions look a few pixels past the patch's edge (rows 4r-3 to 4r+5 for 4x4 patches), no further: a pixel
+    changes its own patch's token and at most the tokens next to it."""
+    recipe = dataclasses.replace(preset("default"), adapter="conv", patch_size=4)
+    adapter = build_model(recipe).adapter
+    assert adapter.grid == (7, 7)
+    image = torch.rand(1, 1, 28, 28)
+    base = adapter(image)[0]                                                    # (49, features)
+    for row, col in [(0, 0), (27, 27), (13, 6), (4, 4), (14, 21)]:
+        poked = image.clone()
+        poked[0, 0, row, col] += 1.0
+        changed = {divmod(int(t), 7) for t in (adapter(poked)[0] - base).abs().sum(-1).nonzero()}
+        own = (row // 4, col // 4)
+        assert own in changed, (row, col)
+        assert all(abs(r - own[0]) <= 1 and abs(c - own[1]) <= 1 for r, c in changed), (row, col, changed)
+        assert len(changed) < 9  # a 3x3 block of tokens at most, never the whole of it here
+    # The image's corner pixel reaches no token but the corner one.
+    corner = image.clone()
+    corner[0, 0, 0, 0] += 1.0
+    assert {int(t) for t in (adapter(corner)[0] - base).abs().sum(-1).nonzero()} == {0}
 
 
 def test_fourier_positions_are_distinct_and_bounded():

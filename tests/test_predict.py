@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from perceiver_mnist.data import DATASETS, to_float
+from perceiver_mnist.data import to_float
+from perceiver_mnist.datasets import DATASETS
 from perceiver_mnist.pictures import TRANSFORMS, write_picture
 from perceiver_mnist.predict import NotAPicture, open_picture, preprocess
 
@@ -163,7 +164,7 @@ def test_predict_py_json_is_what_the_model_says_with_the_class_names_of_its_data
     good, failed = (json.loads(line) for line in result.stdout.splitlines())
     assert failed == {"path": bad, "error": "not an image Pillow can read"}
     with torch.no_grad():
-        pixels = torch.from_numpy(preprocess(open_picture(str(pictures / "jpeg.jpg"))))[None]
+        pixels = torch.from_numpy(preprocess(open_picture(str(pictures / "jpeg.jpg")), "fashion-mnist"))[None]
         probs = model(to_float(pixels)).softmax(-1)[0]
     classes = DATASETS["fashion-mnist"].classes
     assert good["label"] == int(probs.argmax()) and good["class"] == classes[good["label"]]
@@ -171,6 +172,34 @@ def test_predict_py_json_is_what_the_model_says_with_the_class_names_of_its_data
     assert [t["label"] for t in good["top"]] == probs.topk(3).indices.tolist()
     assert good["top"][0] == {"label": good["label"], "class": good["class"], "probability": good["probability"]}
     assert classes[7] == "Sneaker" and DATASETS["mnist"].classes[7] == "7"  # Zalando's order, torchvision's names
+
+
+def test_a_garment_is_framed_as_fashion_mnist_frames_it_and_a_digit_as_mnist_does():
+    """Zalando scaled each product's longer side to 28 and centred its box; MNIST scaled a digit into 20x20 and
+    centred its mass. A picture is brought to the frame of the dataset its model learnt."""
+    garment = np.zeros((28, 28), dtype=np.uint8)
+    garment[9:19, :] = 60  # a wide, flat item (a sneaker's proportions) ...
+    garment[9:19, 20:] = 255  # ... far brighter at one end, so its centre of mass is well off its box's centre
+    rng = np.random.default_rng(0)
+    picture = TRANSFORMS["photo"][0](garment, rng)  # blue on cream paper, off-centre, uneven light, noise
+    framed = preprocess(picture, "fashion-mnist")
+    rows, cols = np.flatnonzero(framed.any(1)), np.flatnonzero(framed.any(0))
+    assert (cols[0], cols[-1]) == (0, 27)  # its longer side fills the frame
+    assert abs((rows[0] + rows[-1]) / 2 - 13.5) <= 0.5 and 9 <= len(rows) <= 11  # its box centred, its shape kept
+    digit = preprocess(picture, "mnist")
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    assert 19 <= len(cols) <= 21  # MNIST: the longer side fills 20 pixels
+    mass_col = (digit.sum(0) * np.arange(28)).sum() / digit.sum()
+    assert abs(mass_col - 14) <= 1 and abs((cols[0] + cols[-1]) / 2 - 13.5) > 1  # centred by mass, not by box
+
+
+def test_the_shipped_garment_photos_are_framed_like_their_test_images():
+    """docs/garments: Fashion-MNIST test images (a sneaker, a trouser) redrawn as phone photos with
+    perceiver_mnist.pictures; each comes back with its item's proportions, filling the frame."""
+    for name, (width, height) in {"photo_sneaker.jpg": (28, 12), "photo_trouser.jpg": (12, 28)}.items():
+        framed = preprocess(open_picture(str(ROOT / "docs" / "garments" / name)), "fashion-mnist")
+        box = (int(framed.any(0).sum()), int(framed.any(1).sum()))
+        assert abs(box[0] - width) <= 1 and abs(box[1] - height) <= 1, (name, box)
 
 
 def test_predicting_imports_neither_torchvision_nor_the_compiler(pictures, tmp_path):
