@@ -384,8 +384,8 @@ def _add_fields(group: argparse._ArgumentGroup, cls: type, recipe_fields: bool) 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
-        description="Train a Perceiver IO classifier on MNIST. Hardware and precision come from the accelerate "
-                    "config: `accelerate launch --config_file accelerate_configs/X.yaml train.py [flags]`.",
+        description="Train a Perceiver IO classifier on MNIST or Fashion-MNIST. Hardware and precision come from the "
+                    "accelerate config: `accelerate launch --config_file accelerate_configs/X.yaml train.py [flags]`.",
     )
     parser.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS,
                         help="Named recipe to start from; every recipe flag below overrides one of its fields "

@@ -91,3 +91,24 @@ def test_a_bench_stopped_while_it_waits_leaves_no_run_behind(tmp_path: Path):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
     assert not launching.alive(process) and gone(child)
+
+
+def test_stop_at_sees_an_accuracy_once_an_epoch_has_logged_it(tmp_path: Path):
+    """bench/time_to_accuracy.py --stop-at: the run's own event file says when an epoch reached the accuracy."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    import time_to_accuracy
+    from perceiver_mnist import tracking
+
+    run = tmp_path / "run"
+    assert not time_to_accuracy.reached(str(run), 99.0)  # not started yet
+    run.mkdir()
+    assert not time_to_accuracy.reached(str(run), 99.0)  # no event file yet
+    writer = SummaryWriter(str(run))
+    for step, accuracy in [(100, 97.5), (200, 98.9)]:
+        writer.add_scalar(tracking.TEST_ACCURACY, accuracy, step)
+    writer.flush()
+    assert not time_to_accuracy.reached(str(run), 99.0) and time_to_accuracy.reached(str(run), 98.9)
+    writer.add_scalar(tracking.TEST_ACCURACY, 99.1, 300)
+    writer.close()
+    assert time_to_accuracy.reached(str(run), 99.0) and not time_to_accuracy.reached(str(run), 0)
