@@ -9,7 +9,7 @@ covers the epochs it finished. With --stop-at A it gets Ctrl-C as soon as an epo
 launch-to-A% of a long schedule without the rest of it.
 
     python bench/time_to_accuracy.py --data-dir ../shared/data --run bench-default [--config cpu.yaml]
-                                     [--time-box S] [-- extra train.py flags]
+                                     [--time-box S] [--stop-at A] [-- extra train.py flags]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from perceiver_mnist.events import read_events  # noqa: E402
 from perceiver_mnist.runs import CONFIG_FILE  # noqa: E402
 
 THRESHOLDS = [97.0, 98.0, 99.0, 99.4, 99.5]
-POLL_S = 5.0  # how often --time-box and --stop-at look at the run
+POLL_S = 5.0  # how often --stop-at re-reads the run's event file (the whole file: keep it rare)
 
 
 def reached(run_dir: str, accuracy: float) -> bool:
@@ -98,7 +98,7 @@ def main() -> None:
     try:
         while process.poll() is None:
             try:
-                process.wait(timeout=POLL_S)
+                process.wait(timeout=max(0.0, min(POLL_S, deadline - time.time())))
             except subprocess.TimeoutExpired:
                 pass
             if process.poll() is None and (time.time() > deadline or reached(run_dir, args.stop_at)):

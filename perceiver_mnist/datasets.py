@@ -4,6 +4,7 @@ default presets and what fits) and by the input pipeline; it imports nothing of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,12 @@ class DatasetInfo:
     # How its authors framed an item in the 28x28 image, which predict.py repeats for a user's picture: the item's
     # longer side scaled to item_box pixels, then centred by its centre of mass ("mass") or its bounding box ("box").
     item_box: int
-    centring: str
+    centring: Literal["mass", "box"]
+    examples: str  # the folder of docs/ whose pictures (its test images redrawn as photos) the demo page offers
+
+    def __post_init__(self) -> None:
+        if self.centring not in ("mass", "box"):
+            raise ValueError(f"centring must be 'mass' or 'box', got {self.centring!r}")
 
     @property
     def folder(self) -> str:
@@ -34,11 +40,11 @@ DATASETS = {
         "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     }, tuple("0123456789"), "MNIST", "ylecun/mnist", preset="default", mirror_invariant=False,
-        item_box=20, centring="mass"),
+        item_box=20, centring="mass", examples="pictures"),
     # torchvision's names (FashionMNIST.classes), in Zalando's label order (7 is Sneaker, 8 is Bag).
     "fashion-mnist": DatasetInfo("FashionMNIST", 0.2860, 0.3530, None, (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         "Fashion-MNIST", "zalando-datasets/fashion_mnist", preset="fashion", mirror_invariant=True,
         # Zalando trimmed each product photo, scaled its longest edge to 28 and centred it on the canvas.
-        item_box=28, centring="box"),
+        item_box=28, centring="box", examples="garments"),
 }

@@ -28,9 +28,7 @@ from .model import count_parameters, load_model, pixel_maps
 from .predict import NotAPicture, TOP, open_picture, preprocess
 from .runs import read_config
 
-_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
-# The example pictures for a model of each dataset: test images redrawn as users' photos and drawings.
-EXAMPLES_DIRS = {"mnist": os.path.join(_DOCS, "pictures"), "fashion-mnist": os.path.join(_DOCS, "garments")}
+DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 SEEN_SIDE = 224        # the 28x28 input shown 8x, nearest-neighbour: one square per pixel the model reads
 TILE = 112             # one attention map, 4x
 MAX_LATENT_MAPS = 16   # more latents than this: the first ones are drawn
@@ -136,7 +134,8 @@ def describe(path: str, run_name: str | None, parameters: int) -> str:
 
     config = read_config(path)
     what = f"run `{run_name}`" if run_name else f"`{os.path.basename(os.path.normpath(path))}`"
-    # A run's config.json names its preset (None: the default); an exported folder's holds the recipe alone.
+    # A run's config.json names its preset (None, in runs older than the datasets' own presets: the default); an
+    # exported folder's holds the recipe alone.
     preset = [f"preset `{preset_of(config)}`"] if "preset" in config else []
     parts = [f"Model: {what}", *preset, f"{parameters:,} parameters"]
     summary = training_summary(path)  # None without event files (an exported folder)
@@ -201,7 +200,7 @@ def build_app(demo: Demo) -> Any:
                 # Any file: a non-image gets our message on the page, not an error from Gradio.
                 upload = gr.File(label="... or upload a picture", type="filepath",
                                  elem_id="upload")
-                examples = EXAMPLES_DIRS[demo.model.recipe.dataset]
+                examples = os.path.join(DOCS_DIR, DATASETS[demo.model.recipe.dataset].examples)
                 if os.path.isdir(examples):  # in a checkout; an installed package has no docs/
                     gr.Examples([[os.path.join(examples, n)] for n in sorted(os.listdir(examples))],
                                 inputs=[upload], label="Example pictures")
@@ -254,5 +253,6 @@ def serve(app: Any, host: str, port: int) -> str:
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-               allowed_paths=list(EXAMPLES_DIRS.values()), max_file_size="20mb")
+               allowed_paths=[os.path.join(DOCS_DIR, info.examples) for info in DATASETS.values()],
+               max_file_size="20mb")
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"

@@ -94,8 +94,8 @@ def _as_flag(name: str, value: Any) -> str:
 _ADAPTERS = {"image": "the whole image as one token of 784 features",
              "pixels": "one token per pixel, with Fourier position features",
              "patches": "{p}x{p} image patches as tokens, with Fourier position features",
-             "conv": "{p}x{p} patches of a two-layer convolutional stem's feature map as tokens, with Fourier "
-                     "position features"}
+             "conv": "a two-layer convolutional stem whose features over each {p}x{p}-pixel square are a token, "
+                     "with Fourier position features"}
 _QUERIES = {"learned": "a learned output query", "zeros": "a fixed all-zero output query"}
 
 

@@ -102,13 +102,13 @@ class PatchAdapter(InputAdapter):
 
 
 class ConvAdapter(InputAdapter):
-    """Patches of a small convolutional stem's feature map as tokens, each with its Fourier position features.
+    """Cells of a small convolutional stem's feature map as tokens, each with its Fourier position features.
 
-    Two 3x3 convolutions, the first of stride 2, then non-overlapping patches of the half-size map, so the tokens
-    lie on the same grid as ``patches`` of the same ``patch_size``. Early convolutions give the tokens local edges
+    Two 3x3 convolutions, the first of stride 2, then non-overlapping cells of ``patch_size / 2`` on the half-size
+    map: each token covers the same ``patch_size`` square of the image as a ``patches`` token does, on the same grid. Early convolutions give the tokens local edges
     and strokes that raw pixel patches leave the attention to learn: they make transformers train faster and more
     stably on small images (Xiao et al. 2021, "Early convolutions help transformers see better"; Perceiver IO's own
-    ImageNet model has a conv variant). The stem costs about a tenth of the default's step."""
+    ImageNet model has a conv variant). The stem costs about 7 ms of the default's 130 ms step on a 2-core CPU."""
 
     def __init__(self, mean: float, std: float, patch_size: int, channels: int, num_freq_bands: int,
                  max_freq: float):

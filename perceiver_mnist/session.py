@@ -33,7 +33,8 @@ class Run:
     dir: str
     recipe: Recipe               # what this session trains (the saved recipe plus any flags, when resuming)
     options: RunOptions
-    preset: str | None           # the --preset given, if any (recorded in config.json)
+    preset: str | None           # the preset a fresh run starts from, its dataset's if none was given; for a resumed
+                                 # session the --preset given, if any (recorded in config.json)
     saved_config: dict[str, Any] | None  # config.json of the run being resumed; None for a fresh run
     saved_recipe: Recipe | None = None   # the recipe that config.json holds, checked (resumed runs)
     started: float = dataclasses.field(default_factory=time.perf_counter)  # this session's start

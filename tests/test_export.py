@@ -84,8 +84,8 @@ def test_the_model_card_describes_the_seeds_architecture_as_it_is():
 
 def test_the_model_card_describes_the_fast_presets_conv_stem_and_a_garment_models_data():
     card = model_card(PerceiverMNIST(recipe_to_dict(preset("fast"))), {"preset": "fast"}, "quick", None, None, False)
-    assert ("(4x4 patches of a two-layer convolutional stem's feature map as tokens, with Fourier position features)"
-            in card.text and "The `fast` preset." in card.text)
+    assert ("(a two-layer convolutional stem whose features over each 4x4-pixel square are a token, with Fourier "
+            "position features)" in card.text and "The `fast` preset." in card.text)
     card = model_card(PerceiverMNIST(recipe_to_dict(preset("fashion"))), {"preset": "fashion"}, "clothes", None, None,
                       False)
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"] and "Ankle boot" in card.text
@@ -157,13 +157,26 @@ def test_onnx_matches_pytorch_with_any_batch_size(tiny_run, data_dir, tmp_path):
     code = ("import sys; import numpy as np; import onnxruntime; "
             "from perceiver_mnist.predict import open_picture, preprocess; "
             f"session = onnxruntime.InferenceSession({str(out)!r}); "
-            f"images = preprocess(open_picture({str(picture)!r}))[None, None].astype(np.float32) / 255; "
+            f"images = preprocess(open_picture({str(picture)!r}), 'mnist')[None, None].astype(np.float32) / 255; "
             "print(session.run(None, {'images': images})[0].tolist()); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     served = run_python("-c", code)
     assert served.returncode == 0, served.stderr[-2000:]
     expected = model(to_float(torch.from_numpy(preprocess(open_picture(str(picture))))[None]))
     assert torch.allclose(torch.tensor(json.loads(served.stdout)), expected, atol=1e-4)
+
+
+def test_the_conv_stem_exports_to_onnx_with_a_dynamic_batch(tmp_path):
+    import dataclasses
+
+    from perceiver_mnist import build_model
+    from perceiver_mnist.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(preset("tiny"), adapter="conv", patch_size=4)).eval()
+    export_onnx(model, str(tmp_path / "conv.onnx"))
+    check = compare_onnx(str(tmp_path / "conv.onnx"), model, random_images(40), batch_size=32)  # 32, then 8
+    assert check.max_logit_difference <= 1e-4 and check.agreement == 1.0
 
 
 @pytest.mark.parametrize("package", ["onnx", "onnxscript", "onnxruntime"])

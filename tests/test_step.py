@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -70,7 +71,9 @@ def test_a_step_the_fp16_loss_scaler_skips_is_counted_on_the_device(monkeypatch)
 
 # The `default` preset's first three losses on a fixed batch, as train_step computed them before the augmentations
 # for other datasets (crop, mirror, erasing) and the conv adapter were added (commit 68d4205): a new distortion that
-# drew random numbers even when off, or any change to MNIST's step, moves them.
+# drew random numbers even when off, or any change to MNIST's step, moves them by far more than the 1e-6 allowed.
+# On this project's machines they are equal bit for bit; the tolerance only spares a CPU whose kernels sum in
+# another order.
 DEFAULT_FIRST_LOSSES = [2.305628538131714, 2.4290452003479004, 2.638913869857788]
 
 
@@ -81,4 +84,4 @@ def test_the_default_recipe_trains_on_mnist_bit_for_bit_as_before():
     batches = DeviceBatches(data, 16, shuffle=True, seed=0, device=acc.device)
     learner = build_learner(acc, preset("default"), steps_per_epoch=len(batches))
     losses = [float(train_step(learner, images, labels, step)) for step, (images, labels) in enumerate(batches, 1)]
-    assert losses == DEFAULT_FIRST_LOSSES
+    assert losses == pytest.approx(DEFAULT_FIRST_LOSSES, rel=1e-6, abs=0)
