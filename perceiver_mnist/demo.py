@@ -38,6 +38,11 @@ BRUSH = 12             # the pen's radius on it: strokes about as thick, relativ
 PROMPT = "Draw a digit on the canvas, or upload a picture of one."
 
 
+def examples_dir(dataset: str) -> str:
+    """The folder of example pictures the page offers for a model of ``dataset`` (in a checkout only)."""
+    return os.path.join(DOCS_DIR, DATASETS[dataset].examples)
+
+
 @dataclass
 class Update:
     """What the page shows after one drawing or upload."""
@@ -200,7 +205,7 @@ def build_app(demo: Demo) -> Any:
                 # Any file: a non-image gets our message on the page, not an error from Gradio.
                 upload = gr.File(label="... or upload a picture", type="filepath",
                                  elem_id="upload")
-                examples = os.path.join(DOCS_DIR, DATASETS[demo.model.recipe.dataset].examples)
+                examples = examples_dir(demo.model.recipe.dataset)
                 if os.path.isdir(examples):  # in a checkout; an installed package has no docs/
                     gr.Examples([[os.path.join(examples, n)] for n in sorted(os.listdir(examples))],
                                 inputs=[upload], label="Example pictures")
@@ -253,6 +258,6 @@ def serve(app: Any, host: str, port: int) -> str:
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-               allowed_paths=[os.path.join(DOCS_DIR, info.examples) for info in DATASETS.values()],
+               allowed_paths=[examples_dir(name) for name in DATASETS],
                max_file_size="20mb")
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"

@@ -81,56 +81,54 @@ class ImageAdapter(InputAdapter):
 class PatchAdapter(InputAdapter):
     """Non-overlapping ``p x p`` patches as tokens, each with its patch centre's Fourier position features.
 
-    ``patch_size=1`` is one token per pixel (the ``pixels`` adapter)."""
+    ``patch_size=1`` is one token per pixel (the ``pixels`` adapter). ``cut`` serves any map laid over the image on
+    the same grid: ``channels`` deep, in cells of ``cell`` (``patch_size`` on the image itself)."""
 
-    def __init__(self, mean: float, std: float, patch_size: int, num_freq_bands: int, max_freq: float):
+    def __init__(self, mean: float, std: float, patch_size: int, num_freq_bands: int, max_freq: float,
+                 channels: int = 1, cell: int | None = None):
         super().__init__(mean, std)
-        self.p = patch_size
+        self.cell = cell or patch_size
         side = IMAGE_SIZE // patch_size
         self.grid = (side, side)
         # Derived from the recipe, so not saved in checkpoints (persistent=False).
         self.register_buffer("pos", fourier_positions(side, side, num_freq_bands, max_freq), persistent=False)
-        self.token_features = patch_size * patch_size + self.pos.shape[1]
+        self.token_features = channels * self.cell * self.cell + self.pos.shape[1]
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
-        b, p = x.shape[0], self.p
+        return self.cut(x)
+
+    def cut(self, f: torch.Tensor) -> torch.Tensor:
+        """A map ``(B, C, rows * cell, cols * cell)`` -> one token per cell ``(B, N, C * cell * cell + P)``."""
+        b, c, q = f.shape[0], f.shape[1], self.cell
         rows, cols = self.grid
         # A view + permute, not F.unfold: im2col is many times slower on the CPU for this job.
-        patches = x.reshape(b, rows, p, cols, p).transpose(2, 3).reshape(b, rows * cols, p * p)  # (B, N, p*p)
-        pos = self.pos.to(patches.dtype).expand(b, -1, -1)                                       # (B, N, P)
-        return torch.cat([patches, pos], dim=-1)                                                 # (B, N, p*p + P)
+        cells = f.reshape(b, c, rows, q, cols, q).permute(0, 2, 4, 1, 3, 5).reshape(b, rows * cols, c * q * q)
+        pos = self.pos.to(cells.dtype).expand(b, -1, -1)                                        # (B, N, P)
+        return torch.cat([cells, pos], dim=-1)                                                  # (B, N, C*q*q + P)
 
 
-class ConvAdapter(InputAdapter):
+class ConvAdapter(PatchAdapter):
     """Cells of a small convolutional stem's feature map as tokens, each with its Fourier position features.
 
     Two 3x3 convolutions, the first of stride 2, then non-overlapping cells of ``patch_size / 2`` on the half-size
-    map: each token covers the same ``patch_size`` square of the image as a ``patches`` token does, on the same grid. Early convolutions give the tokens local edges
-    and strokes that raw pixel patches leave the attention to learn: they make transformers train faster and more
-    stably on small images (Xiao et al. 2021, "Early convolutions help transformers see better"; Perceiver IO's own
-    ImageNet model has a conv variant). The stem costs about 7 ms of the default's 130 ms step on a 2-core CPU."""
+    map: each token covers the same ``patch_size`` square of the image as a ``patches`` token does, on the same
+    grid. Early convolutions give the tokens local edges and strokes that raw pixel patches leave the attention to
+    learn: they make transformers train faster and more stably on small images (Xiao et al. 2021, "Early
+    convolutions help transformers see better"; Perceiver IO's own ImageNet model has a conv variant). The stem
+    costs about 7 ms of the default's 130 ms step on a 2-core CPU."""
 
     def __init__(self, mean: float, std: float, patch_size: int, channels: int, num_freq_bands: int,
                  max_freq: float):
-        super().__init__(mean, std)
+        super().__init__(mean, std, patch_size, num_freq_bands, max_freq, channels=2 * channels,
+                         cell=patch_size // 2)
         self.stem = nn.Sequential(
             # Stride 2 first: the same multiply-adds as a full-size first layer would cost, but no full-size
             # activation to store and run GELU over, which made the stem 4x slower on the CPU.
             nn.Conv2d(1, channels, 3, stride=2, padding=1), nn.GELU(),               # (B, c, 14, 14)
             nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.GELU())              # (B, 2c, 14, 14)
-        self.p = patch_size // 2  # patch side on the half-size map
-        side = IMAGE_SIZE // patch_size
-        self.grid = (side, side)
-        self.register_buffer("pos", fourier_positions(side, side, num_freq_bands, max_freq), persistent=False)
-        self.token_features = 2 * channels * self.p * self.p + self.pos.shape[1]
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.stem(x)                                                                       # (B, C, 14, 14)
-        b, c, q = f.shape[0], f.shape[1], self.p
-        rows, cols = self.grid
-        patches = f.reshape(b, c, rows, q, cols, q).permute(0, 2, 4, 1, 3, 5).reshape(b, rows * cols, c * q * q)
-        pos = self.pos.to(patches.dtype).expand(b, -1, -1)                                     # (B, N, P)
-        return torch.cat([patches, pos], dim=-1)                                               # (B, N, C*q*q + P)
+        return self.cut(self.stem(x))                                               # (B, N, 2c*q*q + P)
 
 
 def build_adapter(recipe: Recipe) -> InputAdapter:
