@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Draw a digit in your browser and watch a trained model classify it and its latents attend to it (Gradio).
+"""Draw a digit or a garment in your browser; watch a trained model classify it and its latents attend (Gradio).
 
     python demo.py --run NAME [--logdir runs] [--host 127.0.0.1] [--port 7860]
     python demo.py --model DIR                    # DIR: a run directory or a folder written by export.py

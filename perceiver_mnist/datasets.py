@@ -15,6 +15,7 @@ class DatasetInfo:
     sha256: dict[str, str] | None  # of the uncompressed IDX files, checked when extracting a shipped .gz
     classes: tuple[str, ...]  # the name of each label, in label order (what predict.py prints)
     title: str  # the dataset's name in prose (the model card)
+    item: str  # what one image shows, in prose ("digit"): the demo page's words
     hub_id: str  # the dataset's id on the Hugging Face Hub (the model card's metadata)
     preset: str  # the named recipe train.py trains on this dataset when no --preset is given
     mirror_invariant: bool  # a mirrored picture still shows its class (a sneaker; not a 2): --hflip fits it
@@ -39,12 +40,12 @@ DATASETS = {
         "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
         "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    }, tuple("0123456789"), "MNIST", "ylecun/mnist", preset="default", mirror_invariant=False,
+    }, tuple("0123456789"), "MNIST", "digit", "ylecun/mnist", preset="default", mirror_invariant=False,
         item_box=20, centring="mass", examples="pictures"),
     # torchvision's names (FashionMNIST.classes), in Zalando's label order (7 is Sneaker, 8 is Bag).
     "fashion-mnist": DatasetInfo("FashionMNIST", 0.2860, 0.3530, None, (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        "Fashion-MNIST", "zalando-datasets/fashion_mnist", preset="fashion", mirror_invariant=True,
+        "Fashion-MNIST", "garment", "zalando-datasets/fashion_mnist", preset="fashion", mirror_invariant=True,
         # Zalando trimmed each product photo, scaled its longest edge to 28 and centred it on the canvas.
         item_box=28, centring="box", examples="garments"),
 }

@@ -1,4 +1,5 @@
-"""The demo page: draw a digit (or upload a picture) and see what the model answers and where its latents look.
+"""The demo page: draw a digit or a garment (or upload a picture) and see what the model answers and where its
+latents look.
 
 Everything the page shows is computed by ``Demo.update``, without Gradio: ``predict.preprocess`` (the one
 preprocessing, as predict.py applies it), one forward pass that returns both the classes and the encoder's
@@ -32,10 +33,14 @@ DOCS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 SEEN_SIDE = 224        # the 28x28 input shown 8x, nearest-neighbour: one square per pixel the model reads
 TILE = 112             # one attention map, 4x
 MAX_LATENT_MAPS = 16   # more latents than this: the first ones are drawn
-OVERLAY = 0.6          # weight of the heat map over the digit (figures.py's attention figure uses the same)
+OVERLAY = 0.6          # weight of the heat map over the picture (figures.py's attention figure uses the same)
 CANVAS = 336           # the sketchpad's side in pixels (12x the model's input)
 BRUSH = 12             # the pen's radius on it: strokes about as thick, relative to the digit, as MNIST's
-PROMPT = "Draw a digit on the canvas, or upload a picture of one."
+
+
+def prompt(item: str) -> str:
+    """What the page asks for, for a model of ``item``s (``DatasetInfo.item``)."""
+    return f"Draw a {item} on the canvas, or upload a picture of one."
 
 
 def examples_dir(dataset: str) -> str:
@@ -60,6 +65,8 @@ class Demo:
     def __init__(self, path: str, run_name: str | None = None):
         self.model = load_model(path)
         self.classes = DATASETS[self.model.recipe.dataset].classes
+        self.item = DATASETS[self.model.recipe.dataset].item  # "digit", "garment": the page's words
+        self.prompt = prompt(self.item)
         self.about = describe(path, run_name, count_parameters(self.model))
         # One token for the whole image (the seed's adapter): a latent can only look at all of it.
         self.has_maps = self.model.adapter.grid != (1, 1)
@@ -71,11 +78,11 @@ class Demo:
     def update(self, picture: Image.Image | None) -> Update:
         """Preprocess a picture, classify it and draw the attention maps; a blank or empty one gets a message."""
         if picture is None:
-            return Update(PROMPT, {}, None, None)
+            return Update(self.prompt, {}, None, None)
         try:
             pixels = preprocess(picture, self.model.recipe.dataset)        # (28, 28) uint8, ink white on black
         except NotAPicture as err:
-            return Update(f"No digit found: the picture {err}. {PROMPT}", {}, None, None)
+            return Update(f"No {self.item} found: the picture {err}. {self.prompt}", {}, None, None)
         images = to_float(torch.from_numpy(pixels)[None])                  # (1, 1, 28, 28)
         with self._lock:
             logits, maps = self.model.attend(images)                       # (1, 10), (1, heads, L, rows, cols)
@@ -94,16 +101,16 @@ class Demo:
     def update_from_file(self, path: str | None) -> Update:
         """``update`` of an uploaded file: an unreadable or non-image file gets a message, not an error."""
         if not path:
-            return Update(PROMPT, {}, None, None)
+            return Update(self.prompt, {}, None, None)
         try:
             picture = open_picture(path)
         except NotAPicture as err:
             return Update(f"Cannot use {os.path.basename(path)}: {err}. Upload a PNG, JPEG or other picture of one "
-                          f"digit.", {}, None, None)
+                          f"{self.item}.", {}, None, None)
         return self.update(picture)
 
     def _heat(self, paper: np.ndarray, heat: torch.Tensor) -> np.ndarray:
-        """RGB ``(28, 28, 3)``: a map scaled to its own maximum, in inferno, laid over the digit."""
+        """RGB ``(28, 28, 3)``: a map scaled to its own maximum, in inferno, laid over the picture."""
         level = (heat / heat.max().clamp_min(1e-12) * 255).round().to(torch.uint8).numpy()
         grey = np.repeat(paper[..., None], 3, axis=-1).astype(np.float32)
         return ((1 - OVERLAY) * grey + OVERLAY * self._inferno[level]).round().astype(np.uint8)
@@ -195,7 +202,7 @@ def build_app(demo: Demo) -> Any:
         return outputs(demo.update_from_file(path))
 
     with gr.Blocks(title="perceiver-mnist demo") as app:
-        gr.Markdown(f"## Draw a digit, see the Perceiver think\n{demo.about}")
+        gr.Markdown(f"## Draw a {demo.item}, see the Perceiver think\n{demo.about}")
         with gr.Row():
             with gr.Column(scale=1):
                 pad = gr.Sketchpad(blank_page(), label="Draw here", type="pil", image_mode="L", format="png",
@@ -210,7 +217,7 @@ def build_app(demo: Demo) -> Any:
                     gr.Examples([[os.path.join(examples, n)] for n in sorted(os.listdir(examples))],
                                 inputs=[upload], label="Example pictures")
             with gr.Column(scale=1):
-                message = gr.Markdown(PROMPT, elem_id="message")
+                message = gr.Markdown(demo.prompt, elem_id="message")
                 with gr.Row():
                     label = gr.Label(num_top_classes=TOP, label="Top classes", elem_id="label", scale=3)
                     seen = gr.Image(label="What the model read (28x28)", type="pil", format="png", height=240,

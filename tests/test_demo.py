@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from perceiver_mnist.demo import PROMPT, SEEN_SIDE, Demo
+from perceiver_mnist.demo import SEEN_SIDE, Demo
 from perceiver_mnist.pictures import write_picture
 from perceiver_mnist.predict import open_picture, predict_paths
 
@@ -78,15 +78,26 @@ def test_an_update_is_what_predict_py_says_with_the_image_it_read_and_the_maps(d
 
 def test_pictures_with_no_digit_get_words_not_errors(demo, pictures):
     blank = demo.update(open_picture(str(pictures["blank"])))
-    assert blank.message.startswith("No digit found: the picture holds no ink") and blank.message.endswith(PROMPT)
+    assert blank.message.startswith("No digit found: the picture holds no ink") and blank.message.endswith(demo.prompt)
     assert blank.probabilities == {} and blank.seen is None and blank.attention is None
-    assert demo.update(None).message == PROMPT
+    assert demo.update(None).message == demo.prompt == "Draw a digit on the canvas, or upload a picture of one."
     assert demo.update(Image.new("L", (336, 336), 255)).message.startswith("No digit found")  # a cleared canvas
     text = demo.update_from_file(str(pictures["text"]))
     assert text.message.startswith("Cannot use notes.png: not an image Pillow can read") and text.probabilities == {}
     truncated = demo.update_from_file(str(pictures["truncated"]))
     assert truncated.message.startswith("Cannot use truncated.png: image file is truncated")
     assert demo.update(open_picture(str(pictures["seven"]))).probabilities  # and the next picture works
+
+
+def test_a_model_of_clothes_asks_for_a_garment_and_names_its_classes(tmp_path, pictures):
+    saved_run(tmp_path / "clothes", "tiny", dataset="fashion-mnist")
+    clothes = Demo(str(tmp_path / "clothes"))
+    assert clothes.update(None).message == "Draw a garment on the canvas, or upload a picture of one."
+    assert clothes.update(open_picture(str(pictures["blank"]))).message.startswith("No garment found")
+    assert clothes.update_from_file(str(pictures["text"])).message.endswith("picture of one garment.")
+    answer = clothes.update(open_picture(str(ROOT / "docs" / "garments" / "photo_sneaker.jpg")))
+    assert set(answer.probabilities) == {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                         "Sneaker", "Bag", "Ankle boot"}
 
 
 def test_a_model_that_reads_one_token_says_it_has_no_maps(tmp_path, pictures):
@@ -211,7 +222,7 @@ def test_in_a_browser_drawing_a_digit_and_an_example_show_the_answer(server, dem
         wait = WebDriverWait(page, 60, poll_frequency=0.1)
         message = lambda: page.find_element(By.ID, "message").text  # noqa: E731
         canvas = wait.until(lambda p: p.find_elements(By.CSS_SELECTOR, "#sketchpad canvas"))[0]
-        assert message() == PROMPT
+        assert message() == demo.prompt
 
         def draw_seven() -> None:
             # 50 ms a move, not selenium's 250: a quick hand, and seconds less of the suite
@@ -231,7 +242,7 @@ def test_in_a_browser_drawing_a_digit_and_an_example_show_the_answer(server, dem
         page.save_screenshot(str(tmp_path / "drawn.png"))
 
         page.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Clear canvas']").click()
-        wait.until(lambda p: message() == PROMPT)
+        wait.until(lambda p: message() == demo.prompt)
         draw_seven()                                   # the next drawing works
         wait.until(lambda p: "%" in message())
 
