@@ -64,8 +64,9 @@ class Demo:
 
     def __init__(self, path: str, run_name: str | None = None):
         self.model = load_model(path)
-        self.classes = DATASETS[self.model.recipe.dataset].classes
-        self.item = DATASETS[self.model.recipe.dataset].item  # "digit", "garment": the page's words
+        dataset = DATASETS[self.model.recipe.dataset]
+        self.classes = dataset.classes
+        self.item = dataset.item  # "digit", "garment": the page's words
         self.prompt = prompt(self.item)
         self.about = describe(path, run_name, count_parameters(self.model))
         # One token for the whole image (the seed's adapter): a latent can only look at all of it.
@@ -265,6 +266,5 @@ def serve(app: Any, host: str, port: int) -> str:
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-               allowed_paths=[examples_dir(name) for name in DATASETS],
-               max_file_size="20mb")
+               allowed_paths=[examples_dir(name) for name in DATASETS], max_file_size="20mb")
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
