@@ -120,6 +120,8 @@ class Recipe:
                          model=True, limits="(0, inf)")
     stem_channels: int = _f(16, "--adapter conv: channels of the stem's first 3x3 convolution (of stride 2; its "
                             "second has twice as many).", model=True, limits="(0, inf)")
+    stem_depth: int = _f(0, "--adapter conv: residual 3x3 convolutions after the stem's second, at its width and "
+                         "resolution (0: none).", model=True, limits="[0, inf)")
     num_freq_bands: int = _f(6, "Fourier position features: frequency bands per axis.", model=True, limits="(0, inf)")
     max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles per image.", model=True,
                          limits="(0, inf)")
@@ -191,6 +193,9 @@ class Recipe:
                             f"of its class; use --hflip 0 for --dataset {self.dataset}")
         if self.adapter in ("patches", "conv") and IMAGE_SIZE % self.patch_size:
             raise UserError(f"--patch-size must divide {IMAGE_SIZE}, got {self.patch_size}")
+        if self.stem_depth and self.adapter != "conv":
+            raise UserError(f"--stem-depth adds convolutions to the conv adapter's stem, but --adapter is "
+                            f"{self.adapter}; use --adapter conv, or --stem-depth 0")
         if self.adapter == "conv" and self.patch_size % 2:
             raise UserError(f"--adapter conv needs an even --patch-size (its stem halves the image), got "
                             f"{self.patch_size}")
@@ -297,7 +302,7 @@ def preset_of(config: dict[str, Any]) -> str:
 # silently change the recipe.
 ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout": 0.0, "inverted_cross_attn": False,
                                 "token_depth": 0, "stem_channels": 16, "crop": 0, "hflip": 0.0,
-                                "erase": 0.0}
+                                "erase": 0.0, "stem_depth": 0}
 
 
 # The JSON types each recipe field accepts (an int where a float belongs is fine).

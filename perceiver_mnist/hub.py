@@ -94,8 +94,9 @@ def _as_flag(name: str, value: Any) -> str:
 _ADAPTERS = {"image": "the whole image as one token of 784 features",
              "pixels": "one token per pixel, with Fourier position features",
              "patches": "{p}x{p} image patches as tokens, with Fourier position features",
-             "conv": "a two-layer convolutional stem whose features over each {p}x{p}-pixel square are a token, "
+             "conv": "a {layers}-layer convolutional stem whose features over each {p}x{p}-pixel square are a token, "
                      "with Fourier position features"}
+_NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}  # a stem's layers in words; more as digits
 _QUERIES = {"learned": "a learned output query", "zeros": "a fixed all-zero output query"}
 
 
@@ -110,13 +111,15 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
     data.datasets = [info.hub_id]
     data.metrics = ["accuracy"]
     preset_name = preset_of(config)
+    layers = 2 + recipe.stem_depth
+    adapter = _ADAPTERS[recipe.adapter].format(p=recipe.patch_size, layers=_NUMBERS.get(layers, layers))
     lines = [
         f"# {run_name}: a Perceiver IO classifier of {dataset}",
         "",
         f"A [Perceiver IO](https://arxiv.org/abs/2107.14795) image classifier ({count_parameters(model):,} "
         f"parameters) trained on {dataset} with perceiver-mnist, which wraps lucidrains' "
         f"[perceiver-pytorch](https://github.com/lucidrains/perceiver-pytorch) `PerceiverIO` in an input adapter "
-        f"({_ADAPTERS[recipe.adapter].format(p=recipe.patch_size)}) and {_QUERIES[recipe.query]}: 28x28 grey "
+        f"({adapter}) and {_QUERIES[recipe.query]}: 28x28 grey "
         f"images in, one of "
         f"{len(classes)} classes out ({', '.join(classes)}). It was trained with the `{preset_name}` preset and "
         f"the recipe below.",

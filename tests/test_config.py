@@ -80,6 +80,8 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--hflip", "1.5"], "--hflip must be at most 1"),
     (["--adapter", "conv", "--patch-size", "7"], "--adapter conv needs an even --patch-size"),
     (["--adapter", "conv", "--patch-size", "6"], "--patch-size must divide 28"),
+    (["--stem-depth", "1"], "--stem-depth adds convolutions to the conv adapter's stem, but --adapter is patches"),
+    (["--preset", "fast", "--stem-depth", "-1"], "--stem-depth must be zero or positive"),
 ])
 def test_impossible_values_are_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):
@@ -158,12 +160,12 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["token_dropout"]  # and before --token-dropout: every token seen
     del saved["inverted_cross_attn"]  # and before --inverted-cross-attn: the usual softmax over the tokens
     del saved["token_depth"]  # and before --token-depth: no blocks over the input tokens
-    for name in ("crop", "hflip", "erase", "stem_channels"):  # and before these: none of them, no conv stem
+    for name in ("crop", "hflip", "erase", "stem_channels", "stem_depth"):  # and these: none of them, no conv stem
         del saved[name]
     old = recipe_from_dict(saved, "old run")
     assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn, old.token_depth) == (
         0.0, 0.0, 0.0, False, 0)
-    assert (old.crop, old.hflip, old.erase, old.adapter) == (0, 0.0, 0.0, "patches")
+    assert (old.crop, old.hflip, old.erase, old.adapter, old.stem_depth) == (0, 0.0, 0.0, "patches", 0)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")

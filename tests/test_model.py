@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 from perceiver_pytorch import PerceiverIO
 
 from perceiver_mnist import build_model, load_model, preset
@@ -107,6 +108,31 @@ def test_conv_tokens_see_their_own_patch_and_its_edge_only():
     corner = image.clone()
     corner[0, 0, 0, 0] += 1.0
     assert {int(t) for t in (adapter(corner)[0] - base).abs().sum(-1).nonzero()} == {0}
+
+
+def test_a_deeper_conv_stem_adds_residual_convolutions_that_start_as_the_shallower_stem():
+    """--stem-depth N: N more 3x3 convolutions at the stem's second width, each added to its input, so a zero
+    convolution passes the shallower stem's features through unchanged; and a pixel now reaches tokens two
+    patches away from its own, one cell further than the two-layer stem's reach."""
+    shallow = dataclasses.replace(preset("fashion"), stem_depth=0)
+    deep = dataclasses.replace(shallow, stem_depth=2)
+    width = 2 * shallow.stem_channels
+    assert count_parameters(build_model(deep)) - count_parameters(build_model(shallow)) == 2 * (9 * width + 1) * width
+    a, b = build_model(shallow).adapter, build_model(deep).adapter
+    b.stem[:4].load_state_dict(a.stem.state_dict())
+    image = torch.rand(3, 1, 28, 28)
+    assert not torch.allclose(a(image), b(image))
+    for block in b.stem[4:]:
+        nn.init.zeros_(block.conv.weight), nn.init.zeros_(block.conv.bias)
+    assert torch.equal(a(image), b(image))
+    # With random convolutions, the pixel at (13, 13) (patch (3, 3), one pixel from the bottom-right edge) moves
+    # tokens up to row/column 4 with the shallow stem, and row/column 5 with two more layers.
+    deep_adapter = build_model(deep).adapter
+    for adapter, reach in ((a, 4), (deep_adapter, 5)):
+        poked = image[:1].clone()
+        poked[0, 0, 13, 13] += 1.0
+        changed = {divmod(int(t), 7) for t in (adapter(poked)[0] - adapter(image[:1])[0]).abs().sum(-1).nonzero()}
+        assert max(max(rc) for rc in changed) == reach, changed
 
 
 def test_fourier_positions_are_distinct_and_bounded():

@@ -1,0 +1,88 @@
+"""Averaging over the mirror at test time: each saved model's accuracy on an image alone, on its mirror, and on the
+mean of the two logits, with McNemar's exact test of the average against the image alone (the same model on the
+same images, so only the images whose verdict changes count).
+
+For datasets whose classes survive a mirror (Fashion-MNIST); a model of another dataset is refused. Selection
+uses --split val: the fixed validation split the runs were trained without (they must have been trained with
+--val-size 5000, which the bench checks).
+
+    python bench/mirror_average.py --data-dir ../shared/data --split val RUN_DIR [RUN_DIR ...]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from perceiver_mnist.data import SELECTION_VAL_SIZE, load_datasets, to_float  # noqa: E402
+from perceiver_mnist.datasets import DATASETS  # noqa: E402
+from perceiver_mnist.errors import UserError, run_cli  # noqa: E402
+from perceiver_mnist.model import load_model  # noqa: E402
+
+
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: how likely a split at least this uneven is if either way were a coin flip."""
+    n, k = gained + lost, min(gained, lost)
+    if not n:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+@torch.no_grad()
+def mirror_counts(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  batch: int = 1000) -> dict[str, int]:
+    """Right answers of the image alone, its mirror alone and the mean of their logits; images the mean gets right
+    and the image alone did not (gained), and the reverse (lost)."""
+    plain, mirror = [], []
+    for i in range(0, len(labels), batch):
+        x = to_float(images[i:i + batch])
+        plain.append(model(x))
+        mirror.append(model(x.flip(-1)))
+    a, b = torch.cat(plain), torch.cat(mirror)
+    right_a, right_b, right_mean = (a.argmax(1) == labels), (b.argmax(1) == labels), ((a + b).argmax(1) == labels)
+    return {"images": len(labels), "plain": int(right_a.sum()), "mirror": int(right_b.sum()),
+            "mean": int(right_mean.sum()), "gained": int((right_mean & ~right_a).sum()),
+            "lost": int((right_a & ~right_mean).sum())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="Run directories (or exported folders) holding a trained model.")
+    parser.add_argument("--data-dir", default="data", help="Directory holding FashionMNIST/raw.")
+    parser.add_argument("--split", choices=["val", "test"], default="val",
+                        help=f"The fixed {SELECTION_VAL_SIZE}-image validation split (for choosing), or the test set.")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    total = {"gained": 0, "lost": 0}
+    print("| run | images | alone | mirror | mean of both | gained / lost | p |")
+    print("|---|---|---|---|---|---|---|")
+    for path in args.runs:
+        model = load_model(path)
+        recipe = model.recipe
+        if not DATASETS[recipe.dataset].mirror_invariant:
+            raise UserError(f"{path} is a model of {DATASETS[recipe.dataset].title}, whose classes do not survive a "
+                            f"mirror; this bench is for datasets whose classes do")
+        if args.split == "val" and recipe.val_size != SELECTION_VAL_SIZE:
+            raise UserError(f"{path} was trained with --val-size {recipe.val_size}, so the validation split is not "
+                            f"held out of it; train with --val-size {SELECTION_VAL_SIZE}, or use --split test")
+        splits = load_datasets(args.data_dir, recipe.dataset, SELECTION_VAL_SIZE if args.split == "val" else 0)
+        data = splits.val if args.split == "val" else splits.test
+        c = mirror_counts(model, data.images, data.labels)
+        total["gained"] += c["gained"]
+        total["lost"] += c["lost"]
+        pct = {k: 100.0 * c[k] / c["images"] for k in ("plain", "mirror", "mean")}
+        print(f"| {path} | {c['images']} | {pct['plain']:.2f} | {pct['mirror']:.2f} | {pct['mean']:.2f} | "
+              f"{c['gained']} / {c['lost']} | {mcnemar_p(c['gained'], c['lost']):.3g} |", flush=True)
+    if len(args.runs) > 1:
+        print(f"| all | | | | | {total['gained']} / {total['lost']} | {mcnemar_p(total['gained'], total['lost']):.3g} |")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "mirror_average.py")

@@ -1,0 +1,62 @@
+"""bench/mirror_average.py: averaging a model's logits over an image and its mirror, on tiny synthetic data."""
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from .conftest import ROOT, make_dataset, run_python, saved_run
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from mirror_average import mcnemar_p, mirror_counts  # noqa: E402
+
+
+def test_mcnemars_exact_p_value():
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(10, 0) == mcnemar_p(0, 10) == 2 / 2 ** 10
+    assert abs(mcnemar_p(46, 28) - 0.0474) < 1e-3  # the usual table's value for 46 against 28
+
+
+class LeftHalf(nn.Module):
+    """A classifier that reads only the left half of the image: its mirror sees the other half."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(28 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x[..., :14].flatten(1))
+
+
+def test_the_mirror_average_of_a_symmetric_model_changes_nothing_and_of_a_one_sided_one_does():
+    torch.manual_seed(0)
+    images, labels = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (300,))
+    one_sided = LeftHalf()
+    symmetric = lambda x: one_sided(x) + one_sided(x.flip(-1))  # noqa: E731: the same for an image and its mirror
+    same = mirror_counts(symmetric, images, labels, batch=128)
+    assert same["plain"] == same["mirror"] == same["mean"] and same["gained"] == same["lost"] == 0
+    counts = mirror_counts(one_sided, images, labels, batch=128)
+    assert counts["images"] == 300 and counts["gained"] + counts["lost"] > 0
+    assert counts["mean"] - counts["plain"] == counts["gained"] - counts["lost"]
+    # The mean of the logits is the symmetric model's answer: half its logits.
+    assert counts["mean"] == same["plain"]
+
+
+def test_the_bench_reports_a_garment_model_and_refuses_a_digit_model_in_one_line(tmp_path):
+    data = make_dataset(tmp_path / "data", folder="FashionMNIST")
+    saved_run(tmp_path / "clothes", "tiny", dataset="fashion-mnist")
+    result = run_python("bench/mirror_average.py", "--data-dir", str(data), "--split", "test",
+                        str(tmp_path / "clothes"))
+    assert result.returncode == 0, result.stderr
+    row = [line for line in result.stdout.splitlines() if "clothes" in line]
+    assert len(row) == 1 and row[0].split("|")[2].strip() == "90"  # every test image of the synthetic set
+    # The validation split must be one the model was trained without.
+    refused = run_python("bench/mirror_average.py", "--data-dir", str(data), str(tmp_path / "clothes"))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "trained with --val-size 0" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    saved_run(tmp_path / "digits", "tiny")
+    refused = run_python("bench/mirror_average.py", "--data-dir", str(data), str(tmp_path / "digits"))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "whose classes do not survive a mirror" in refused.stderr
