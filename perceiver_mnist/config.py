@@ -120,8 +120,8 @@ class Recipe:
                          model=True, limits="(0, inf)")
     stem_channels: int = _f(16, "--adapter conv: channels of the stem's first 3x3 convolution (of stride 2; its "
                             "second has twice as many).", model=True, limits="(0, inf)")
-    stem_depth: int = _f(0, "--adapter conv: residual 3x3 convolutions after the stem's second, at its width and "
-                         "resolution (0: none).", model=True, limits="[0, inf)")
+    stem_depth: int = _f(0, "--adapter conv: residual 3x3 convolutions after the stem's second convolution, at its "
+                         "width and resolution (0: none).", model=True, limits="[0, inf)")
     num_freq_bands: int = _f(6, "Fourier position features: frequency bands per axis.", model=True, limits="(0, inf)")
     max_freq: float = _f(7.0, "Fourier position features: highest frequency, in cycles per image.", model=True,
                          limits="(0, inf)")

@@ -119,10 +119,8 @@ def model_card(model: PerceiverMNIST, config: dict[str, Any], run_name: str, sum
         f"A [Perceiver IO](https://arxiv.org/abs/2107.14795) image classifier ({count_parameters(model):,} "
         f"parameters) trained on {dataset} with perceiver-mnist, which wraps lucidrains' "
         f"[perceiver-pytorch](https://github.com/lucidrains/perceiver-pytorch) `PerceiverIO` in an input adapter "
-        f"({adapter}) and {_QUERIES[recipe.query]}: 28x28 grey "
-        f"images in, one of "
-        f"{len(classes)} classes out ({', '.join(classes)}). It was trained with the `{preset_name}` preset and "
-        f"the recipe below.",
+        f"({adapter}) and {_QUERIES[recipe.query]}: 28x28 grey images in, one of {len(classes)} classes out "
+        f"({', '.join(classes)}). It was trained with the `{preset_name}` preset and the recipe below.",
         "",
         *_results_lines(summary, config, dataset, has_figure),
         *_usage_lines(repo_id or "USER/REPO"),

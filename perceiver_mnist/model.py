@@ -107,16 +107,30 @@ class PatchAdapter(InputAdapter):
         return torch.cat([cells, pos], dim=-1)                                                  # (B, N, C*q*q + P)
 
 
+class ResidualConv(nn.Module):
+    """``x + GELU(conv3x3(x))`` at constant width and size. Residual, so that each layer adds a correction to the
+    features below it and a deeper stem keeps the shallower one's direct path from pixels to tokens (a zero
+    convolution is the identity), which makes added depth less likely to slow training."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + nn.functional.gelu(self.conv(x))                                 # (B, C, H, W)
+
+
 class ConvAdapter(PatchAdapter):
     """Cells of a small convolutional stem's feature map as tokens, each with its Fourier position features.
 
     Two 3x3 convolutions, the first of stride 2 (and ``depth`` residual ones after them, ``--stem-depth``), then
-    non-overlapping cells of ``patch_size / 2`` on the half-size map: each token covers the same ``patch_size`` square of the image as a ``patches`` token does, on the same
-    grid. Early convolutions give the tokens local edges and strokes that raw pixel patches leave the attention to
-    learn: they make transformers train faster and more stably on small images (Xiao et al. 2021, "Early
-    convolutions help transformers see better"; Perceiver IO's own ImageNet model has a conv variant). At 16
-    channels the stem costs about 7 ms of the default's 130 ms step on a 2-core CPU; its second convolution's work
-    grows with the square of the channels."""
+    non-overlapping cells of ``patch_size / 2`` on the half-size map: each token covers the same ``patch_size``
+    square of the image as a ``patches`` token does, on the same grid. Early convolutions give the tokens local edges
+    and strokes that raw pixel patches leave the attention to learn: they make transformers train faster and more
+    stably on small images (Xiao et al. 2021, "Early convolutions help transformers see better"; Perceiver IO's own
+    ImageNet model has a conv variant). At 16 channels the stem costs about 7 ms of the default's 130 ms step on a
+    2-core CPU; its second convolution's work grows with the square of the channels, and each residual one does
+    twice the second's."""
 
     def __init__(self, mean: float, std: float, patch_size: int, channels: int, num_freq_bands: int,
                  max_freq: float, depth: int = 0):
@@ -127,23 +141,10 @@ class ConvAdapter(PatchAdapter):
             # activation to store and run GELU over, which made the stem 4x slower on the CPU.
             nn.Conv2d(1, channels, 3, stride=2, padding=1), nn.GELU(),               # (B, c, 14, 14)
             nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.GELU(),              # (B, 2c, 14, 14)
-            *[ResidualConv(2 * channels) for _ in range(depth)])                      # (B, 2c, 14, 14)
+            *[ResidualConv(2 * channels) for _ in range(depth)])                     # (B, 2c, 14, 14)
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
         return self.cut(self.stem(x))                                               # (B, N, 2c*q*q + P)
-
-
-class ResidualConv(nn.Module):
-    """``x + GELU(conv3x3(x))`` at constant width and size. Residual, so that each layer adds a correction to the
-    features below it and a deeper stem keeps the shallower one's direct path from pixels to tokens (a zero
-    convolution is the identity): depth that cannot make the stem harder to train."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + nn.functional.gelu(self.conv(x))                                 # (B, C, H, W)
 
 
 def build_adapter(recipe: Recipe) -> InputAdapter:

@@ -10,6 +10,7 @@ from .conftest import ROOT, make_dataset, run_python, saved_run
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+import mirror_average  # noqa: E402
 from mirror_average import mcnemar_p, mirror_counts  # noqa: E402
 
 
@@ -59,4 +60,18 @@ def test_the_bench_reports_a_garment_model_and_refuses_a_digit_model_in_one_line
     saved_run(tmp_path / "digits", "tiny")
     refused = run_python("bench/mirror_average.py", "--data-dir", str(data), str(tmp_path / "digits"))
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert "whose classes do not survive a mirror" in refused.stderr
+    assert "whose classes do not survive a mirror" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_the_validation_split_scored_is_the_one_held_out_of_the_models_training(tmp_path, monkeypatch, capsys):
+    """The selection split (5,000 images; 40 of the 192 synthetic ones here) is scored for a model trained without
+    it, also when its --val-size held out more: the split is the tail of one fixed permutation."""
+    data = make_dataset(tmp_path / "data", folder="FashionMNIST")
+    monkeypatch.setattr(mirror_average, "SELECTION_VAL_SIZE", 40)
+    for name, val_size in (("held", 40), ("held-more", 60)):
+        saved_run(tmp_path / name, "tiny", dataset="fashion-mnist", val_size=val_size)
+    monkeypatch.setattr(sys, "argv", ["mirror_average.py", "--data-dir", str(data),
+                                      str(tmp_path / "held"), str(tmp_path / "held-more")])
+    assert mirror_average.main() == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if "held" in line]
+    assert [row[2].strip() for row in rows] == ["40", "40"]

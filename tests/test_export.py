@@ -2,6 +2,7 @@
 (onnxruntime against PyTorch), on the tiny run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -89,6 +90,9 @@ def test_the_model_card_describes_the_fast_presets_conv_stem_and_a_garment_model
     card = model_card(PerceiverMNIST(recipe_to_dict(preset("fashion"))), {"preset": "fashion"}, "clothes", None, None,
                       False)
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"] and "Ankle boot" in card.text
+    deeper = dataclasses.replace(preset("fast"), stem_depth=1)
+    card = model_card(PerceiverMNIST(recipe_to_dict(deeper)), {"preset": "fast"}, "deeper", None, None, False)
+    assert "(a three-layer convolutional stem whose features" in card.text
 
 
 def test_exporting_again_replaces_an_earlier_export_but_never_a_run(exported, run_with_figure, tiny_run):
@@ -167,8 +171,6 @@ def test_onnx_matches_pytorch_with_any_batch_size(tiny_run, data_dir, tmp_path):
 
 
 def test_the_conv_stem_exports_to_onnx_with_a_dynamic_batch(tmp_path):
-    import dataclasses
-
     from perceiver_mnist import build_model
     from perceiver_mnist.onnx_export import export_onnx
 

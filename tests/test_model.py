@@ -110,10 +110,10 @@ def test_conv_tokens_see_their_own_patch_and_its_edge_only():
     assert {int(t) for t in (adapter(corner)[0] - base).abs().sum(-1).nonzero()} == {0}
 
 
-def test_a_deeper_conv_stem_adds_residual_convolutions_that_start_as_the_shallower_stem():
+def test_a_deeper_conv_stem_adds_residual_convolutions_that_pass_the_shallower_stem_through_when_zero():
     """--stem-depth N: N more 3x3 convolutions at the stem's second width, each added to its input, so a zero
-    convolution passes the shallower stem's features through unchanged; and a pixel now reaches tokens two
-    patches away from its own, one cell further than the two-layer stem's reach."""
+    convolution passes the shallower stem's features through unchanged; and with two of them a pixel reaches one
+    more cell of tokens on every side than with the two-layer stem."""
     shallow = dataclasses.replace(preset("fashion"), stem_depth=0)
     deep = dataclasses.replace(shallow, stem_depth=2)
     width = 2 * shallow.stem_channels
@@ -123,16 +123,17 @@ def test_a_deeper_conv_stem_adds_residual_convolutions_that_start_as_the_shallow
     image = torch.rand(3, 1, 28, 28)
     assert not torch.allclose(a(image), b(image))
     for block in b.stem[4:]:
-        nn.init.zeros_(block.conv.weight), nn.init.zeros_(block.conv.bias)
+        nn.init.zeros_(block.conv.weight)
+        nn.init.zeros_(block.conv.bias)
     assert torch.equal(a(image), b(image))
-    # With random convolutions, the pixel at (13, 13) (patch (3, 3), one pixel from the bottom-right edge) moves
-    # tokens up to row/column 4 with the shallow stem, and row/column 5 with two more layers.
-    deep_adapter = build_model(deep).adapter
-    for adapter, reach in ((a, 4), (deep_adapter, 5)):
+    # Pixel 13 is odd, so the stride-2 convolution sees it at two positions (6 and 7 of 14); each 3x3 convolution
+    # after it widens that by one on each side: 5-8 (cells 2-4 of the 2x2 cells) with the two-layer stem, 3-10
+    # (cells 1-5) with two residual convolutions more.
+    for adapter, (low, high) in ((a, (2, 4)), (build_model(deep).adapter, (1, 5))):
         poked = image[:1].clone()
         poked[0, 0, 13, 13] += 1.0
         changed = {divmod(int(t), 7) for t in (adapter(poked)[0] - adapter(image[:1])[0]).abs().sum(-1).nonzero()}
-        assert max(max(rc) for rc in changed) == reach, changed
+        assert changed == {(r, c) for r in range(low, high + 1) for c in range(low, high + 1)}, changed
 
 
 def test_fourier_positions_are_distinct_and_bounded():
