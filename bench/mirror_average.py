@@ -59,6 +59,7 @@ def main() -> int:
                         help=f"The fixed {SELECTION_VAL_SIZE}-image validation split (for choosing), or the test set.")
     args = parser.parse_args()
     total = {"gained": 0, "lost": 0}
+    splits = {}  # by dataset: its files are read once, however many of its models are scored
     print("| run | images | alone | mirror | mean of both | gained / lost | p |")
     print("|---|---|---|---|---|---|---|")
     for path in args.runs:
@@ -72,8 +73,10 @@ def main() -> int:
             raise UserError(f"{path} was trained with --val-size {recipe.val_size}, which does not hold out the "
                             f"{SELECTION_VAL_SIZE}-image validation split; train with --val-size "
                             f"{SELECTION_VAL_SIZE}, or use --split test")
-        splits = load_datasets(args.data_dir, recipe.dataset, SELECTION_VAL_SIZE if args.split == "val" else 0)
-        data = splits.val if args.split == "val" else splits.test
+        if recipe.dataset not in splits:
+            splits[recipe.dataset] = load_datasets(args.data_dir, recipe.dataset,
+                                                   SELECTION_VAL_SIZE if args.split == "val" else 0)
+        data = splits[recipe.dataset].val if args.split == "val" else splits[recipe.dataset].test
         c = mirror_counts(model, data.images, data.labels)
         total["gained"] += c["gained"]
         total["lost"] += c["lost"]
