@@ -111,6 +111,14 @@ class Recipe:
                                                                      if i.mirror_invariant) + ").", limits="[0, 1]")
     erase: float = _f(0.0, "Augmentation: probability of random erasing, one rectangle of 2-40% of the image (aspect "
                       "0.3-3.3) filled with noise (Zhong et al. 2020) (0: off).", limits="[0, 1]")
+    mixup: float = _f(0.0, "Augmentation: blend each image with another of its batch, pixel by pixel, and their labels "
+                      "in the same proportion, drawn from Beta(mixup, mixup) (Zhang et al. 2018) (0: off).",
+                      limits="[0, inf)")
+    cutmix: float = _f(0.0, "Augmentation: paste a rectangle of another image of its batch into each image, and mix "
+                       "their labels by its area, drawn from Beta(cutmix, cutmix) (Yun et al. 2019) (0: off; with "
+                       "--mixup too, each image gets one of the two, at even odds).", limits="[0, inf)")
+    mix_prob: float = _f(1.0, "Augmentation: probability that an image is mixed at all, by --mixup or --cutmix.",
+                         limits="[0, 1]")
 
     # --- model: input adapter (image -> tokens) ---
     adapter: str = _f("patches", "Image to tokens: one 784-dim token, one per pixel, one per patch, or one per "
@@ -182,6 +190,9 @@ class Recipe:
         _check_limits(self)
         if self.lr_floor and self.scheduler != "cosine":
             raise UserError(f"--lr-floor applies to --scheduler cosine only (got --scheduler {self.scheduler})")
+        if self.mix_prob < 1 and not (self.mixup or self.cutmix):
+            raise UserError(f"--mix-prob {self.mix_prob} sets how often --mixup or --cutmix mixes an image, but both "
+                            f"are 0; give one of them an alpha, or leave --mix-prob at 1")
         if self.token_depth and (self.token_dim <= 0 or self.token_dim % self.cross_heads):
             raise UserError(f"--token-depth needs a positive --token-dim divisible by --cross-heads, got --token-dim "
                             f"{self.token_dim} and --cross-heads {self.cross_heads} (or --token-depth 0)")
@@ -302,7 +313,8 @@ def preset_of(config: dict[str, Any]) -> str:
 # silently change the recipe.
 ADDED_FIELDS: dict[str, Any] = {"lr_floor": 0.0, "elastic": 0.0, "token_dropout": 0.0, "inverted_cross_attn": False,
                                 "token_depth": 0, "stem_channels": 16, "crop": 0, "hflip": 0.0,
-                                "erase": 0.0, "stem_depth": 0}
+                                "erase": 0.0, "stem_depth": 0, "mixup": 0.0, "cutmix": 0.0,
+                                "mix_prob": 1.0}
 
 
 # The JSON types each recipe field accepts (an int where a float belongs is fine).

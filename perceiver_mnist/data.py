@@ -314,3 +314,48 @@ def random_erase(x: torch.Tensor, p: float) -> torch.Tensor:
     inside = ((rows >= 0) & (rows < eh[:, None]))[:, :, None] & ((cols >= 0) & (cols < ew[:, None]))[:, None, :]
     inside &= (torch.rand(b, device=device) < p)[:, None, None]                     # (B, H, W)
     return torch.where(inside[:, None], torch.rand_like(x), x)
+
+
+def mix_pairs(x: torch.Tensor, labels: torch.Tensor, recipe: Recipe
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Mixup and CutMix of a float batch ``(B, 1, H, W)``: each image is mixed with its partner, the image at the
+    mirrored place in the batch (``x.flip(0)``; the batch is already in random order). Returns the mixed images, the
+    partners' labels and each image's share ``lam`` ``(B,)`` of its own label (the loss is ``lam`` of its own
+    label's plus ``1 - lam`` of its partner's); ``lam`` is None, and ``x`` is returned as it was, drawing no random
+    numbers, when both are off. Per image, so one batch holds every mixing proportion; ``recipe.mix_prob`` of the
+    images are mixed, the rest keep ``lam`` 1. No value is read on the host.
+    """
+    if not (recipe.mixup or recipe.cutmix):
+        return x, labels, None
+    b, _, h, w = x.shape
+    partner = x.flip(0)
+    if recipe.mixup:
+        lam_blend = _beta(recipe.mixup, b, x.device)
+        blended = torch.lerp(partner, x, lam_blend[:, None, None, None])          # lam of x, 1 - lam of partner
+    if recipe.cutmix:
+        # A box of (1 - lam) of the image's area, centred anywhere and clipped at the edges; lam is then the share
+        # of the image that stayed its own, which clipping raises.
+        side = (1 - _beta(recipe.cutmix, b, x.device)).sqrt()                    # (B,) box side / image side
+        cy, cx = torch.rand(b, device=x.device) * h, torch.rand(b, device=x.device) * w
+        rows = torch.arange(h, device=x.device)[None, :]                          # (1, H)
+        cols = torch.arange(w, device=x.device)[None, :]
+        in_rows = (rows - cy[:, None]).abs() < side[:, None] * h / 2              # (B, H)
+        in_cols = (cols - cx[:, None]).abs() < side[:, None] * w / 2              # (B, W)
+        box = in_rows[:, :, None] & in_cols[:, None, :]                           # (B, H, W)
+        pasted = torch.where(box[:, None], partner, x)
+        lam_paste = 1 - box.flatten(1).float().mean(1)
+    if recipe.mixup and recipe.cutmix:
+        paste = torch.rand(b, device=x.device) < 0.5                              # (B,) which of the two
+        out, lam = torch.where(paste[:, None, None, None], pasted, blended), torch.where(paste, lam_paste, lam_blend)
+    else:
+        out, lam = (blended, lam_blend) if recipe.mixup else (pasted, lam_paste)
+    if recipe.mix_prob < 1:
+        keep = torch.rand(b, device=x.device) >= recipe.mix_prob                 # (B,) images left as they were
+        out, lam = torch.where(keep[:, None, None, None], x, out), torch.where(keep, 1.0, lam)
+    return out, labels.flip(0), lam
+
+
+def _beta(alpha: float, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` draws from Beta(alpha, alpha) on ``device``; without argument validation, which reads the host."""
+    concentration = torch.full((n,), float(alpha), device=device)
+    return torch.distributions.Beta(concentration, concentration, validate_args=False).sample()

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import checkpoints, faults, tracking
 from .checkpoints import TrainerState
 from .config import NUM_CLASSES, ParsedArgs, Recipe, recipe_to_dict
-from .data import DeviceBatches, Splits, augment, load_datasets, to_float
+from .data import DeviceBatches, Splits, augment, load_datasets, mix_pairs, to_float
 from .datasets import DATASETS
 from .errors import EXIT_INTERRUPTED, UserError, in_multi_process_run
 from .model import build_model, count_parameters
@@ -157,7 +157,7 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int) -> Lea
 
 
 def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
-    """One optimizer step on a batch of uint8 images ``(B, 28, 28)``: augment, forward, loss, backward, clip,
+    """One optimizer step on a batch of uint8 images ``(B, 28, 28)``: augment, mix, forward, loss, backward, clip,
     update, schedule, weight average. ``step`` numbers this step from 1 (fault injection only).
 
     Returns the detached loss, still on the device: reading it waits for the device, so callers read it only
@@ -168,10 +168,15 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     # compiled: the call imports inductor, which an eager run should not pay for.
     if isinstance(learner.model, torch._dynamo.eval_frame.OptimizedModule):
         torch.compiler.cudagraph_mark_step_begin()
-    x = augment(to_float(images), recipe)
+    x, partner_labels, lam = mix_pairs(augment(to_float(images), recipe), labels, recipe)
     # Under torch.compile: one graph for any batch size, so an epoch's last, smaller batch compiles nothing new.
     torch._dynamo.maybe_mark_dynamic(x, 0)
-    loss = loss_fn(learner.model(x), labels, recipe)
+    logits = learner.model(x)
+    if lam is None:
+        loss = loss_fn(logits, labels, recipe)
+    else:  # a mix of two labels: the loss is linear in the target (for MSE up to a constant), so mix the losses
+        own, partners = (loss_fn(logits, y, recipe, reduction="none") for y in (labels, partner_labels))
+        loss = torch.lerp(partners, own, lam).mean()
     if faults.armed("nan", step):
         loss = loss * float("nan")
     acc.backward(loss)

@@ -160,12 +160,13 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["token_dropout"]  # and before --token-dropout: every token seen
     del saved["inverted_cross_attn"]  # and before --inverted-cross-attn: the usual softmax over the tokens
     del saved["token_depth"]  # and before --token-depth: no blocks over the input tokens
-    for name in ("crop", "hflip", "erase", "stem_channels", "stem_depth"):  # and these: none of them, no conv stem
+    for name in ("crop", "hflip", "erase", "stem_channels", "stem_depth", "mixup", "cutmix"):  # none of them
         del saved[name]
     old = recipe_from_dict(saved, "old run")
     assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn, old.token_depth) == (
         0.0, 0.0, 0.0, False, 0)
     assert (old.crop, old.hflip, old.erase, old.adapter, old.stem_depth) == (0, 0.0, 0.0, "patches", 0)
+    assert (old.mixup, old.cutmix) == (0.0, 0.0)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")

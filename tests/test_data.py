@@ -226,6 +226,77 @@ def test_erasing_fills_one_rectangle_of_2_to_40_percent_with_noise():
     assert 110 < int(some.sum()) < 190  # about half of 300
 
 
+def _numbered_images(n: int) -> torch.Tensor:
+    """Image i filled with the value i: every pixel of a mix shows which images it came from."""
+    return torch.arange(n, dtype=torch.float32)[:, None, None, None].expand(n, 1, 28, 28).clone()
+
+
+def test_mixup_blends_each_image_with_its_partner_by_the_share_it_reports():
+    torch.manual_seed(0)
+    x, labels = _numbered_images(400), torch.arange(400) % 10
+    out, partner_labels, lam = data.mix_pairs(x, labels, Recipe(mixup=1.0))
+    assert torch.equal(partner_labels, labels.flip(0))  # the partner: the image at the mirrored place
+    own, partner = torch.arange(400.0), torch.arange(400.0).flip(0)
+    expected = lam * own + (1 - lam) * partner
+    assert torch.allclose(out.flatten(1), expected[:, None].expand(400, 784), atol=1e-4)  # one blend per image
+    assert ((lam >= 0) & (lam <= 1)).all()
+    assert 0.45 < float(lam.mean()) < 0.55 and lam.min() < 0.05 and lam.max() > 0.95  # Beta(1, 1): uniform
+    _, _, peaked = data.mix_pairs(x, labels, Recipe(mixup=0.2))
+    assert float(((peaked > 0.1) & (peaked < 0.9)).float().mean()) < 0.5  # a small alpha: mostly near 0 or 1
+
+
+def test_cutmix_pastes_one_rectangle_of_its_partner_and_reports_the_share_kept():
+    torch.manual_seed(0)
+    x, labels = _numbered_images(300), torch.arange(300) % 10
+    out, partner_labels, lam = data.mix_pairs(x, labels, Recipe(cutmix=1.0))
+    assert torch.equal(partner_labels, labels.flip(0))
+    touches_edge = 0
+    for i, image in enumerate(out[:, 0]):
+        pasted = image == 299 - i
+        assert ((image == i) | pasted).all()  # every pixel its own or its partner's, unblended
+        if pasted.any():
+            rows, cols = pasted.any(1).nonzero()[:, 0], pasted.any(0).nonzero()[:, 0]
+            box = torch.zeros_like(pasted)
+            box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+            assert torch.equal(pasted, box)  # one solid rectangle
+            touches_edge += int(rows.min() == 0 or cols.min() == 0 or rows.max() == 27 or cols.max() == 27)
+        assert float(lam[i]) == pytest.approx(1 - float(pasted.float().mean()))  # the share that stayed its own
+    assert lam.min() < 0.2 and lam.max() > 0.95 and 0.4 < float(lam.mean()) < 0.75  # clipping only raises it
+    assert touches_edge > 30  # boxes are centred anywhere, and clipped where they cross the edge
+
+
+def test_mixup_and_cutmix_together_give_each_image_one_of_the_two():
+    torch.manual_seed(0)
+    x, labels = _numbered_images(400), torch.arange(400) % 10
+    out, _, lam = data.mix_pairs(x, labels, Recipe(mixup=1.0, cutmix=1.0))
+    blended = (out.flatten(1) == out.flatten(1)[:, :1]).all(1)  # one value all over: a blend (or nothing pasted)
+    pasted = ~blended
+    for i in pasted.nonzero()[:, 0].tolist():
+        assert ((out[i] == i) | (out[i] == 399 - i)).all()
+    assert 150 < int(pasted.sum()) < 250  # about half of 400
+    own, partner = torch.arange(400.0), torch.arange(400.0).flip(0)
+    assert torch.allclose(out[blended, 0, 0, 0], (lam * own + (1 - lam) * partner)[blended], atol=1e-4)
+
+
+def test_mix_prob_leaves_the_other_images_as_they_were():
+    torch.manual_seed(0)
+    x, labels = _numbered_images(400), torch.arange(400) % 10
+    out, _, lam = data.mix_pairs(x, labels, Recipe(cutmix=1.0, mix_prob=0.5))
+    untouched = (out == x).flatten(1).all(1)
+    assert (lam[untouched] == 1).all() and (lam[~untouched] < 1).all()  # lam says which were mixed
+    assert 160 < int((~untouched).sum()) < 240  # about half of 400 (a box too small for a pixel is rare)
+    with pytest.raises(UserError, match="--mix-prob 0.5 sets how often"):
+        Recipe(mix_prob=0.5).validate()  # with nothing to mix, a probability would do nothing: refused
+
+
+def test_mixing_that_is_off_returns_the_batch_untouched_and_draws_nothing():
+    x, labels = torch.rand(8, 1, 28, 28), torch.arange(8)
+    state = torch.get_rng_state()
+    out, partner_labels, lam = data.mix_pairs(x, labels, Recipe())
+    assert out is x and partner_labels is labels and lam is None
+    assert torch.equal(torch.get_rng_state(), state)  # so MNIST's recipes draw what they drew before
+
+
 def test_augment_applies_only_the_distortions_a_recipe_asks_for():
     torch.manual_seed(0)
     x = torch.rand(64, 1, 28, 28)

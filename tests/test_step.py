@@ -1,15 +1,17 @@
 """The one training step: it never waits for the device between the steps that log."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from perceiver_mnist import faults
 from perceiver_mnist.config import preset
-from perceiver_mnist.data import DeviceBatches, InMemoryDataset
+from perceiver_mnist.data import DeviceBatches, InMemoryDataset, augment, mix_pairs, to_float
 from perceiver_mnist.engine import build_learner, make_accelerator, train_step
 
 HOST_READ = "aten._local_scalar_dense.default"  # what .item(), bool(t), int(t) and float(t) of a tensor dispatch
@@ -27,9 +29,10 @@ class OpCounter(TorchDispatchMode):
 
 def test_a_training_step_reads_no_value_on_the_host():
     """On a GPU a host read is a sync that stalls the launch queue. The whole step (the batch's gather from the
-    device-resident data, augmentation, token dropout, forward, loss, backward, clipping, fused AdamW, schedule and
-    the weight average) must have none."""
-    recipe = dataclasses.replace(preset("tiny"), ema_decay=0.99)  # tiny: augmentation, token dropout, clipping
+    device-resident data, augmentation, mixing, token dropout, forward, loss, backward, clipping, fused AdamW,
+    schedule and the weight average) must have none."""
+    # tiny: augmentation, token dropout, clipping; and both kinds of mixing
+    recipe = dataclasses.replace(preset("tiny"), ema_decay=0.99, mixup=0.4, cutmix=1.0)
     acc = make_accelerator()
     torch.manual_seed(0)
     data = InMemoryDataset(torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8), torch.arange(100) % 10)
@@ -67,6 +70,26 @@ def test_a_step_the_fp16_loss_scaler_skips_is_counted_on_the_device(monkeypatch)
     assert int(learner.skipped) == 1
     train_step(learner, images, labels, step=3)
     assert int(learner.skipped) == 1  # a good step is not counted
+
+
+def test_a_mixed_step_trains_on_the_mixed_labels():
+    """With mixup and cutmix the step's loss is the cross-entropy (label smoothing included) against each image's
+    mixed label: lam of its own label and 1 - lam of its partner's, with the shares mix_pairs drew."""
+    recipe = dataclasses.replace(preset("tiny"), token_dropout=0.0, label_smoothing=0.1, mixup=0.4, cutmix=1.0)
+    acc = make_accelerator()
+    torch.manual_seed(0)
+    learner = build_learner(acc, recipe, steps_per_epoch=10)
+    images, labels = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8), torch.arange(32) % 10
+    before = copy.deepcopy(learner.module)
+    torch.manual_seed(1)
+    loss = train_step(learner, images, labels, step=1)
+    torch.manual_seed(1)  # the same draws again, outside the step
+    x, partner_labels, lam = mix_pairs(augment(to_float(images), recipe), labels, recipe)
+    target = lam[:, None] * F.one_hot(labels, 10) + (1 - lam[:, None]) * F.one_hot(partner_labels, 10)
+    with torch.no_grad():
+        expected = F.cross_entropy(before(x), target, label_smoothing=0.1)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert ((lam > 0.01) & (lam < 0.99)).any() and not torch.equal(partner_labels, labels)  # it did mix
 
 
 # The `default` preset's first three losses on a fixed batch, as train_step computed them before the augmentations
