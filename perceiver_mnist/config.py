@@ -118,7 +118,7 @@ class Recipe:
                        "their labels by its area, drawn from Beta(cutmix, cutmix) (Yun et al. 2019) (0: off; with "
                        "--mixup too, each image gets one of the two, at even odds).", limits="[0, inf)")
     mix_prob: float = _f(1.0, "Augmentation: probability that an image is mixed at all, by --mixup or --cutmix.",
-                         limits="[0, 1]")
+                         limits="(0, 1]")
 
     # --- model: input adapter (image -> tokens) ---
     adapter: str = _f("patches", "Image to tokens: one 784-dim token, one per pixel, one per patch, or one per "

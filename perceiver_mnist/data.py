@@ -316,13 +316,13 @@ def random_erase(x: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(inside[:, None], torch.rand_like(x), x)
 
 
-def mix_pairs(x: torch.Tensor, labels: torch.Tensor, recipe: Recipe
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def mix_pairs(x: torch.Tensor, labels: torch.Tensor,
+              recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Mixup and CutMix of a float batch ``(B, 1, H, W)``: each image is mixed with its partner, the image at the
     mirrored place in the batch (``x.flip(0)``; the batch is already in random order). Returns the mixed images, the
     partners' labels and each image's share ``lam`` ``(B,)`` of its own label (the loss is ``lam`` of its own
-    label's plus ``1 - lam`` of its partner's); ``lam`` is None, and ``x`` is returned as it was, drawing no random
-    numbers, when both are off. Per image, so one batch holds every mixing proportion; ``recipe.mix_prob`` of the
+    label's plus ``1 - lam`` of its partner's); when both are off, ``x`` and ``labels`` come back as they were and
+    ``lam`` is None, and no random number is drawn. Per image, so one batch holds every mixing proportion; ``recipe.mix_prob`` of the
     images are mixed, the rest keep ``lam`` 1. No value is read on the host.
     """
     if not (recipe.mixup or recipe.cutmix):
@@ -331,14 +331,17 @@ def mix_pairs(x: torch.Tensor, labels: torch.Tensor, recipe: Recipe
     partner = x.flip(0)
     if recipe.mixup:
         lam_blend = _beta(recipe.mixup, b, x.device)
-        blended = torch.lerp(partner, x, lam_blend[:, None, None, None])          # lam of x, 1 - lam of partner
+        # lerp's weight goes to its second argument: lam of x, 1 - lam of its partner.
+        blended = torch.lerp(partner, x, lam_blend[:, None, None, None])
     if recipe.cutmix:
         # A box of (1 - lam) of the image's area, centred anywhere and clipped at the edges; lam is then the share
         # of the image that stayed its own, which clipping raises.
         side = (1 - _beta(recipe.cutmix, b, x.device)).sqrt()                    # (B,) box side / image side
         cy, cx = torch.rand(b, device=x.device) * h, torch.rand(b, device=x.device) * w
-        rows = torch.arange(h, device=x.device)[None, :]                          # (1, H)
-        cols = torch.arange(w, device=x.device)[None, :]
+        # Pixel centres (i + 0.5) against a centre drawn in [0, H): integer indices would put the bottom and right
+        # edges inside a box more often than the top and left.
+        rows = torch.arange(h, device=x.device)[None, :] + 0.5                    # (1, H)
+        cols = torch.arange(w, device=x.device)[None, :] + 0.5
         in_rows = (rows - cy[:, None]).abs() < side[:, None] * h / 2              # (B, H)
         in_cols = (cols - cx[:, None]).abs() < side[:, None] * w / 2              # (B, W)
         box = in_rows[:, :, None] & in_cols[:, None, :]                           # (B, H, W)

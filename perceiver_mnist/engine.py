@@ -174,7 +174,8 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     logits = learner.model(x)
     if lam is None:
         loss = loss_fn(logits, labels, recipe)
-    else:  # a mix of two labels: the loss is linear in the target (for MSE up to a constant), so mix the losses
+    else:  # a mix of two labels: the loss is linear in the target (MSE up to a term constant in the logits: the
+        # same gradient, a higher logged loss), so mix the two labels' losses
         own, partners = (loss_fn(logits, y, recipe, reduction="none") for y in (labels, partner_labels))
         loss = torch.lerp(partners, own, lam).mean()
     if faults.armed("nan", step):

@@ -82,6 +82,8 @@ def test_resume_starts_from_the_saved_recipe_not_the_default_preset():
     (["--adapter", "conv", "--patch-size", "6"], "--patch-size must divide 28"),
     (["--stem-depth", "1"], "--stem-depth adds convolutions to the conv adapter's stem, but --adapter is patches"),
     (["--preset", "fast", "--stem-depth", "-1"], "--stem-depth must be zero or positive"),
+    (["--mix-prob", "0.5"], "--mix-prob 0.5 sets how often --mixup or --cutmix mixes an image, but both are 0"),
+    (["--cutmix", "1", "--mix-prob", "0"], "--mix-prob must be in (0, 1], got 0.0"),
 ])
 def test_impossible_values_are_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):
@@ -160,13 +162,13 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["token_dropout"]  # and before --token-dropout: every token seen
     del saved["inverted_cross_attn"]  # and before --inverted-cross-attn: the usual softmax over the tokens
     del saved["token_depth"]  # and before --token-depth: no blocks over the input tokens
-    for name in ("crop", "hflip", "erase", "stem_channels", "stem_depth", "mixup", "cutmix"):  # none of them
-        del saved[name]
+    for name in ("crop", "hflip", "erase", "stem_channels", "stem_depth", "mixup", "cutmix", "mix_prob"):
+        del saved[name]  # none of them, no conv stem
     old = recipe_from_dict(saved, "old run")
     assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn, old.token_depth) == (
         0.0, 0.0, 0.0, False, 0)
     assert (old.crop, old.hflip, old.erase, old.adapter, old.stem_depth) == (0, 0.0, 0.0, "patches", 0)
-    assert (old.mixup, old.cutmix) == (0.0, 0.0)
+    assert (old.mixup, old.cutmix, old.mix_prob) == (0.0, 0.0, 1.0)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")

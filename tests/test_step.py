@@ -32,7 +32,7 @@ def test_a_training_step_reads_no_value_on_the_host():
     device-resident data, augmentation, mixing, token dropout, forward, loss, backward, clipping, fused AdamW,
     schedule and the weight average) must have none."""
     # tiny: augmentation, token dropout, clipping; and both kinds of mixing
-    recipe = dataclasses.replace(preset("tiny"), ema_decay=0.99, mixup=0.4, cutmix=1.0)
+    recipe = dataclasses.replace(preset("tiny"), ema_decay=0.99, mixup=0.4, cutmix=1.0, mix_prob=0.5)
     acc = make_accelerator()
     torch.manual_seed(0)
     data = InMemoryDataset(torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8), torch.arange(100) % 10)
@@ -72,24 +72,33 @@ def test_a_step_the_fp16_loss_scaler_skips_is_counted_on_the_device(monkeypatch)
     assert int(learner.skipped) == 1  # a good step is not counted
 
 
-def test_a_mixed_step_trains_on_the_mixed_labels():
-    """With mixup and cutmix the step's loss is the cross-entropy (label smoothing included) against each image's
-    mixed label: lam of its own label and 1 - lam of its partner's, with the shares mix_pairs drew."""
-    recipe = dataclasses.replace(preset("tiny"), token_dropout=0.0, label_smoothing=0.1, mixup=0.4, cutmix=1.0)
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_a_mixed_step_trains_on_the_mixed_labels(loss):
+    """With mixup and cutmix the step's loss is the loss against each image's mixed label, lam of its own label and
+    1 - lam of its partner's (with the shares mix_pairs drew): for cross-entropy exactly, label smoothing included;
+    for MSE up to lam (1 - lam) |one-hot difference|^2 / classes, a term the logits do not change."""
+    recipe = dataclasses.replace(preset("tiny"), token_dropout=0.0, loss=loss, label_smoothing=0.1, mixup=0.4,
+                                 cutmix=1.0)
     acc = make_accelerator()
     torch.manual_seed(0)
     learner = build_learner(acc, recipe, steps_per_epoch=10)
     images, labels = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8), torch.arange(32) % 10
     before = copy.deepcopy(learner.module)
     torch.manual_seed(1)
-    loss = train_step(learner, images, labels, step=1)
+    step_loss = train_step(learner, images, labels, step=1)
     torch.manual_seed(1)  # the same draws again, outside the step
     x, partner_labels, lam = mix_pairs(augment(to_float(images), recipe), labels, recipe)
-    target = lam[:, None] * F.one_hot(labels, 10) + (1 - lam[:, None]) * F.one_hot(partner_labels, 10)
+    own, partner = F.one_hot(labels, 10).float(), F.one_hot(partner_labels, 10).float()
+    target = lam[:, None] * own + (1 - lam[:, None]) * partner
     with torch.no_grad():
-        expected = F.cross_entropy(before(x), target, label_smoothing=0.1)
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
-    assert ((lam > 0.01) & (lam < 0.99)).any() and not torch.equal(partner_labels, labels)  # it did mix
+        logits = before(x)
+    if loss == "ce":
+        expected = F.cross_entropy(logits, target, label_smoothing=0.1)
+    else:
+        constant = lam * (1 - lam) * (own - partner).square().sum(1) / 10
+        expected = F.mse_loss(logits, target) + constant.mean()
+    assert float(step_loss) == pytest.approx(float(expected), rel=1e-5)
+    assert ((lam > 0.01) & (lam < 0.99)).any()  # it did mix
 
 
 # The `default` preset's first three losses on a fixed batch, as train_step computed them before the augmentations
