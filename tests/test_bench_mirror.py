@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from .conftest import ROOT, make_dataset, run_python, saved_run
@@ -75,3 +76,25 @@ def test_the_validation_split_scored_is_the_one_held_out_of_the_models_training(
     assert mirror_average.main() == 0
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if "held" in line]
     assert [row[2].strip() for row in rows] == ["40", "40"]
+
+
+def test_against_a_baseline_counts_the_images_each_model_alone_gets_right_that_the_other_does_not(
+        tmp_path, monkeypatch, capsys):
+    data = make_dataset(tmp_path / "data", folder="FashionMNIST")
+    torch.manual_seed(0)
+    saved_run(tmp_path / "base", "tiny", dataset="fashion-mnist")
+    model = saved_run(tmp_path / "other", "tiny", dataset="fashion-mnist")
+    with torch.no_grad():  # a freshly initialised model answers one class for any image: shake it into varying
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    save_file(model.state_dict(), tmp_path / "other" / "model.safetensors")
+    base, other = str(tmp_path / "base"), str(tmp_path / "other")
+    monkeypatch.setattr(sys, "argv", ["mirror_average.py", "--data-dir", str(data), "--split", "test",
+                                      base, other, "--against", base])
+    assert mirror_average.main() == 0
+    rows = {row[1].strip(): row for row in (line.split("|") for line in capsys.readouterr().out.splitlines())
+            if row[1].strip() in (base, other)}
+    assert rows[base][8].strip() == "0 / 0, p 1"  # a model against itself: nothing changes
+    gained, lost = map(int, rows[other][8].split(",")[0].split("/"))
+    right = {path: round(float(rows[path][3]) * 90 / 100) for path in (base, other)}  # 90 synthetic test images
+    assert gained - lost == right[other] - right[base] and gained + lost > 0
