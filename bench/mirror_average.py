@@ -16,14 +16,13 @@ import argparse
 import math
 import os
 import sys
-from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from perceiver_mnist.data import SELECTION_VAL_SIZE, load_datasets, to_float  # noqa: E402
+from perceiver_mnist.data import SELECTION_VAL_SIZE, InMemoryDataset, load_datasets, to_float  # noqa: E402
 from perceiver_mnist.datasets import DATASETS  # noqa: E402
 from perceiver_mnist.errors import UserError, run_cli  # noqa: E402
 from perceiver_mnist.model import load_model  # noqa: E402
@@ -81,7 +80,7 @@ def main() -> int:
     total = {"gained": 0, "lost": 0}
     splits = {}  # by dataset: its files are read once, however many of its models are scored
 
-    def split_of(path: str) -> tuple[torch.nn.Module, Any]:
+    def split_of(path: str) -> tuple[torch.nn.Module, InMemoryDataset]:
         """The model saved at ``path`` and the split it is scored on, refused if it cannot be scored fairly there."""
         model = load_model(path)
         recipe = model.recipe

@@ -309,11 +309,21 @@ def random_erase(x: torch.Tensor, p: float) -> torch.Tensor:
     ew = (area / aspect).sqrt().round().clamp(1, w)                                 # (B,) rectangle width
     top = (torch.rand(b, device=device) * (h - eh + 1)).floor()
     left = (torch.rand(b, device=device) * (w - ew + 1)).floor()
-    rows = torch.arange(h, device=device)[None, :] - top[:, None]                   # (B, H) offset into the box
-    cols = torch.arange(w, device=device)[None, :] - left[:, None]                  # (B, W)
-    inside = ((rows >= 0) & (rows < eh[:, None]))[:, :, None] & ((cols >= 0) & (cols < ew[:, None]))[:, None, :]
-    inside &= (torch.rand(b, device=device) < p)[:, None, None]                     # (B, H, W)
+    inside = box_mask(top, top + eh, left, left + ew, h, w)                          # (B, H, W)
+    inside &= (torch.rand(b, device=device) < p)[:, None, None]
     return torch.where(inside[:, None], torch.rand_like(x), x)
+
+
+def box_mask(top: torch.Tensor, bottom: torch.Tensor, left: torch.Tensor, right: torch.Tensor, h: int,
+             w: int) -> torch.Tensor:
+    """``(B, H, W)``: the pixels of an ``H x W`` image whose centres (i + 0.5) lie strictly inside each image's box,
+    given by its edges ``(B,)`` in pixel coordinates. Whole-pixel edges select whole pixels; pixel centres, not
+    indices, so that a box placed anywhere in [0, H) leans to no side."""
+    rows = torch.arange(h, device=top.device) + 0.5                                 # (H,)
+    cols = torch.arange(w, device=top.device) + 0.5                                 # (W,)
+    in_rows = (rows > top[:, None]) & (rows < bottom[:, None])                      # (B, H)
+    in_cols = (cols > left[:, None]) & (cols < right[:, None])                      # (B, W)
+    return in_rows[:, :, None] & in_cols[:, None, :]
 
 
 def mix_pairs(x: torch.Tensor, labels: torch.Tensor,
@@ -322,8 +332,8 @@ def mix_pairs(x: torch.Tensor, labels: torch.Tensor,
     mirrored place in the batch (``x.flip(0)``; the batch is already in random order). Returns the mixed images, the
     partners' labels and each image's share ``lam`` ``(B,)`` of its own label (the loss is ``lam`` of its own
     label's plus ``1 - lam`` of its partner's); when both are off, ``x`` and ``labels`` come back as they were and
-    ``lam`` is None, and no random number is drawn. Per image, so one batch holds every mixing proportion; ``recipe.mix_prob`` of the
-    images are mixed, the rest keep ``lam`` 1. No value is read on the host.
+    ``lam`` is None, and no random number is drawn. Per image, so one batch holds every mixing proportion;
+    ``recipe.mix_prob`` of the images are mixed, the rest keep ``lam`` 1. No value is read on the host.
     """
     if not (recipe.mixup or recipe.cutmix):
         return x, labels, None
@@ -338,13 +348,8 @@ def mix_pairs(x: torch.Tensor, labels: torch.Tensor,
         # of the image that stayed its own, which clipping raises.
         side = (1 - _beta(recipe.cutmix, b, x.device)).sqrt()                    # (B,) box side / image side
         cy, cx = torch.rand(b, device=x.device) * h, torch.rand(b, device=x.device) * w
-        # Pixel centres (i + 0.5) against a centre drawn in [0, H): integer indices would put the bottom and right
-        # edges inside a box more often than the top and left.
-        rows = torch.arange(h, device=x.device)[None, :] + 0.5                    # (1, H)
-        cols = torch.arange(w, device=x.device)[None, :] + 0.5
-        in_rows = (rows - cy[:, None]).abs() < side[:, None] * h / 2              # (B, H)
-        in_cols = (cols - cx[:, None]).abs() < side[:, None] * w / 2              # (B, W)
-        box = in_rows[:, :, None] & in_cols[:, None, :]                           # (B, H, W)
+        half_h, half_w = side * h / 2, side * w / 2
+        box = box_mask(cy - half_h, cy + half_h, cx - half_w, cx + half_w, h, w)  # (B, H, W)
         pasted = torch.where(box[:, None], partner, x)
         lam_paste = 1 - box.flatten(1).float().mean(1)
     if recipe.mixup and recipe.cutmix:
