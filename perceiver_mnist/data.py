@@ -52,13 +52,13 @@ def _extract_gz(gz_path: str, dest: str, expected_sha256: str | None) -> None:
         f.write(content)
 
 
-def ensure_files(data_dir: str, dataset: str, train: bool = True) -> None:
-    """Make the uncompressed IDX files exist (the test pair, and the training pair if ``train``): extract shipped
-    ``.gz`` files, else download with torchvision (which fetches all four)."""
+def ensure_files(data_dir: str, dataset: str, train: bool = True, test: bool = True) -> None:
+    """Make the uncompressed IDX files exist (the training pair if ``train``, the test pair if ``test``): extract
+    shipped ``.gz`` files, else download with torchvision (which fetches all four)."""
     if dataset not in DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     info, folder = DATASETS[dataset], raw_dir(data_dir, dataset)
-    names = (FILES[True] if train else ()) + FILES[False]
+    names = (FILES[True] if train else ()) + (FILES[False] if test else ())
     for name in names:
         path = os.path.join(folder, name)
         if not os.path.exists(path) and os.path.exists(path + ".gz"):
@@ -143,15 +143,15 @@ class InMemoryDataset:
 @dataclass
 class Splits:
     train: InMemoryDataset
-    test: InMemoryDataset
+    test: InMemoryDataset | None  # None when not asked for (a model-selection run never reads it)
     val: InMemoryDataset | None
 
 
-def load_datasets(data_dir: str, dataset: str, val_size: int = 0) -> Splits:
-    """Load train/test (and a fixed validation split held out of train) into memory."""
-    ensure_files(data_dir, dataset)
+def load_datasets(data_dir: str, dataset: str, val_size: int = 0, test: bool = True) -> Splits:
+    """Load train and, if ``test``, test (and a fixed validation split held out of train) into memory."""
+    ensure_files(data_dir, dataset, test=test)
     train_x, train_y = _read_split(data_dir, dataset, train=True)
-    test_x, test_y = _read_split(data_dir, dataset, train=False)
+    test_set = InMemoryDataset(*_read_split(data_dir, dataset, train=False)) if test else None
     val = None
     if val_size:
         if val_size >= len(train_y):
@@ -160,7 +160,7 @@ def load_datasets(data_dir: str, dataset: str, val_size: int = 0) -> Splits:
         keep, held = perm[:-val_size].sort().values, perm[-val_size:].sort().values
         val = InMemoryDataset(train_x[held], train_y[held])
         train_x, train_y = train_x[keep], train_y[keep]
-    return Splits(InMemoryDataset(train_x, train_y), InMemoryDataset(test_x, test_y), val)
+    return Splits(InMemoryDataset(train_x, train_y), test_set, val)
 
 
 def load_test_set(data_dir: str, dataset: str) -> InMemoryDataset:

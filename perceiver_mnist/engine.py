@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import einops
 import numpy as np
@@ -31,7 +31,7 @@ from .checkpoints import TrainerState
 from .config import NUM_CLASSES, ParsedArgs, Recipe, recipe_to_dict
 from .data import DeviceBatches, Splits, augment, load_datasets, mix_pairs, to_float
 from .datasets import DATASETS
-from .errors import EXIT_INTERRUPTED, UserError, in_multi_process_run
+from .errors import EXIT_INTERRUPTED, NonFiniteLoss, UserError, in_multi_process_run
 from .model import build_model, count_parameters
 from .runs import WEIGHTS_FILE, atomic_path
 from .session import Run, open_run
@@ -262,11 +262,17 @@ class Trainer:
     run: Run                 # directory, recipe, options, clock (session.open_run)
     learner: Learner
     train_batches: DeviceBatches
-    test_batches: DeviceBatches
+    test_batches: DeviceBatches | None  # None for a selection run, which never reads the test set
     val_batches: DeviceBatches | None  # None without --val-size
-    splits: Splits           # the datasets themselves (the prediction grid's test digits)
+    splits: Splits           # the datasets themselves (the prediction grid's digits)
     state: TrainerState      # the position, saved with every checkpoint
     stop: StopRequest
+    on_epoch: EpochHook | None = None  # told each evaluated epoch's numbers; True stops the run there (pruning)
+
+
+# Told an evaluated epoch's numbers (``end_epoch``'s), after its checkpoint; returns True to end the run there as
+# --max-steps would (evaluated, final weights saved). tune.py reports to Optuna and prunes through it.
+EpochHook = Callable[[dict[str, Any]], bool]
 
 
 @dataclass
@@ -291,18 +297,25 @@ def seed_process(acc: Accelerator, seed: int) -> None:
     set_seed(seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
 
 
-def train(args: ParsedArgs) -> int:
-    """Run (or resume) one training run; returns the process exit code."""
+def train(args: ParsedArgs, on_epoch: EpochHook | None = None, selection: bool = False) -> int:
+    """Run (or resume) one training run; returns the process exit code.
+
+    ``selection``: a model-selection run (tune.py's trials), scored on the validation split only: the test set is
+    neither loaded nor evaluated, so no choice made from the run can have seen it. ``on_epoch``: see ``EpochHook``.
+    """
     acc = make_accelerator(args.options.logdir)
     with open_run(acc, args) as run:
         recipe, opts = run.recipe, run.options
+        if selection and not recipe.val_size:
+            raise UserError("a model-selection run is scored on the validation split: give --val-size N (N > 0)")
         seed_process(acc, opts.seed)
         with acc.local_main_process_first():  # one download/extraction per machine; the others then read it
-            splits = load_datasets(opts.data_dir, recipe.dataset, recipe.val_size)
+            splits = load_datasets(opts.data_dir, recipe.dataset, recipe.val_size, test=not selection)
         shard = dict(seed=opts.seed, device=acc.device, num_processes=acc.num_processes,
                      process_index=acc.process_index)
         train_batches = DeviceBatches(splits.train, recipe.batch_size, shuffle=True, **shard)
-        test_batches = DeviceBatches(splits.test, recipe.test_batch_size, shuffle=False, **shard)
+        test_batches = (DeviceBatches(splits.test, recipe.test_batch_size, shuffle=False, **shard)
+                        if splits.test is not None else None)
         val_batches = (DeviceBatches(splits.val, recipe.test_batch_size, shuffle=False, **shard)
                        if splits.val is not None else None)
         steps_per_epoch = len(train_batches)
@@ -311,16 +324,18 @@ def train(args: ParsedArgs) -> int:
         state = run.start(acc, parameters, steps_per_epoch)
         if state is None:
             return 0
+        scored = f"{len(splits.test)} test" if splits.test is not None else f"{len(splits.val)} validation"
         acc.print(f"run {run.dir}: {parameters:,} parameters, {acc.num_processes} process(es) on {acc.device}, "
-                  f"precision {acc.mixed_precision}, {len(splits.train)} train / {len(splits.test)} test images, "
+                  f"precision {acc.mixed_precision}, {len(splits.train)} train / {scored} images, "
                   f"{steps_per_epoch} steps per epoch")
         summary = train_epochs(Trainer(run=run, learner=learner, train_batches=train_batches,
                                        test_batches=test_batches, val_batches=val_batches, splits=splits,
-                                       state=state, stop=StopRequest()))
+                                       state=state, stop=StopRequest(), on_epoch=on_epoch))
         if summary is None:
             return EXIT_INTERRUPTED
-    acc.print(f"done: {os.path.join(run.dir, WEIGHTS_FILE)}" + (
-        f" | test accuracy {summary['test_accuracy']:.2f}%" if summary else ""))
+    score = next((f" | {split} accuracy {summary[f'{split}_accuracy']:.2f}%" for split in ("test", "val")
+                  if f"{split}_accuracy" in summary), "")
+    acc.print(f"done: {os.path.join(run.dir, WEIGHTS_FILE)}{score}")
     return 0
 
 
@@ -344,6 +359,8 @@ def train_epochs(t: Trainer) -> dict[str, Any] | None:
                 return None
             if epoch.stopped == "max_steps":
                 acc.print(f"stopped at --max-steps {opts.max_steps}")
+                break
+            if t.on_epoch is not None and summary and t.on_epoch(summary):
                 break
     save_weights(t)
     acc.end_training()
@@ -424,35 +441,41 @@ def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:
     batches = state.batch_in_epoch or steps_per_epoch
     train_loss = state.epoch_loss_sum / batches
     t0 = time.perf_counter()
-    test = evaluate(t.learner, t.test_batches, state.step)
+    test = evaluate(t.learner, t.test_batches, state.step) if t.test_batches is not None else None
     eval_seconds = time.perf_counter() - t0
     epoch_done = state.epoch + state.batch_in_epoch / steps_per_epoch if state.batch_in_epoch else state.epoch
     values = {
         tracking.TRAIN_LOSS: train_loss, tracking.LEARNING_RATE: t.learner.scheduler.get_last_lr()[0],
-        tracking.SAMPLES_PER_S: epoch.samples / max(epoch.seconds, 1e-9), tracking.TEST_LOSS: test["loss"],
-        tracking.TEST_ACCURACY: test["accuracy"], tracking.TEST_SAMPLES: test["count"], tracking.EPOCH: epoch_done,
+        tracking.SAMPLES_PER_S: epoch.samples / max(epoch.seconds, 1e-9), tracking.EPOCH: epoch_done,
         tracking.EPOCH_TIME: epoch.seconds, tracking.EVAL_TIME: eval_seconds, tracking.ELAPSED: t.run.elapsed(),
         tracking.SKIPPED_STEPS: state.skipped_steps, tracking.MEMORY: psutil.Process().memory_info().rss / 2**20,
     }
-    val_text = ""
+    summary: dict[str, Any] = {"epoch": epoch_done, "step": state.step}
+    scores = []
+    if test is not None:
+        values.update({tracking.TEST_LOSS: test["loss"], tracking.TEST_ACCURACY: test["accuracy"],
+                       tracking.TEST_SAMPLES: test["count"]})
+        summary.update(test_loss=test["loss"], test_accuracy=test["accuracy"], test_count=test["count"])
+        scores.append(f"test loss {test['loss']:.4f} | test acc {test['accuracy']:.2f}% ({test['count']} images)")
     if t.val_batches is not None:
         val = evaluate(t.learner, t.val_batches, state.step)
         values.update({tracking.VAL_LOSS: val["loss"], tracking.VAL_ACCURACY: val["accuracy"]})
-        val_text = f" | val acc {val['accuracy']:.2f}%"
+        summary.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        scores.append(f"val acc {val['accuracy']:.2f}%" if test is not None else
+                      f"val loss {val['loss']:.4f} | val acc {val['accuracy']:.2f}% ({val['count']} images)")
     acc.log(values, step=state.step)
     if acc.is_main_process:
         _log_predictions(t, f"epoch {epoch_done:.4g}, step {state.step}")
         _writer(acc).flush()
     skipped = f" | skipped {state.skipped_steps}" if state.skipped_steps else ""
     acc.print(f"epoch {epoch_done:.4g}/{t.run.recipe.epochs} | step {state.step} | train loss {train_loss:.4f} | "
-              f"test loss {test['loss']:.4f} | test acc {test['accuracy']:.2f}% ({test['count']} images){val_text} | "
+              f"{' | '.join(scores)} | "
               f"lr {values[tracking.LEARNING_RATE]:.2e} | {values[tracking.SAMPLES_PER_S]:.0f} samples/s | "
               f"epoch {epoch.seconds:.1f}s + eval {eval_seconds:.1f}s | elapsed {values[tracking.ELAPSED]:.0f}s"
               f"{skipped}")
     if state.batch_in_epoch == 0:  # the next epoch's sum starts here (and the checkpoint saves it so)
         state.epoch_loss_sum = 0.0
-    return {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_count": test["count"],
-            "epoch": epoch_done, "step": state.step}
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -486,7 +509,7 @@ def _raise_if_not_finite(t: Trainer, first_bad_step: torch.Tensor) -> None:
         # and a multi-process run ends with os._exit (errors.end_process): hand them over now.
         if acc.is_main_process:
             _writer(acc).flush()
-        raise UserError(f"the training loss became NaN or infinite at step {bad}; {last}. Lower --lr, or use "
+        raise NonFiniteLoss(f"the training loss became NaN or infinite at step {bad}; {last}. Lower --lr, or use "
                         f"bf16 (accelerate_configs/bf16.yaml) instead of fp16")
 
 
@@ -505,16 +528,18 @@ def start_logging(t: Trainer) -> None:
 
 
 def _log_predictions(t: Trainer, epoch_label: str) -> None:
-    """Main process only: the prediction grid of the first --grid-images test digits."""
-    n = min(t.run.options.grid_images, len(t.splits.test))
+    """Main process only: the prediction grid of the first --grid-images test images (validation images in a
+    selection run, which never reads the test set)."""
+    shown = t.splits.test if t.splits.test is not None else t.splits.val
+    n = min(t.run.options.grid_images, len(shown))
     if not n:
         return
     acc = t.learner.accelerator
     model = t.learner.eval_model  # not the DDP wrapper: no collectives on one rank
-    images = to_float(t.splits.test.images[:n]).to(acc.device)
+    images = to_float(shown.images[:n]).to(acc.device)
     with torch.no_grad(), acc.autocast():
         preds = model(images).argmax(dim=-1).cpu()
-    png = tracking.prediction_grid(images.cpu(), preds, t.splits.test.labels[:n], epoch_label,
+    png = tracking.prediction_grid(images.cpu(), preds, shown.labels[:n], epoch_label,
                                    DATASETS[t.run.recipe.dataset].classes)
     tracking.log_png(_writer(acc), tracking.PREDICTIONS, png, t.state.step)
 

@@ -18,6 +18,11 @@ class UserError(Exception):
     """A problem with the user's input (flags, data, run directory, checkpoint) with a fix in its message."""
 
 
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite: the recipe diverged. A recipe search marks such a trial failed and
+    goes on; every other ``UserError`` stops it."""
+
+
 def run_cli(main: Callable[[], int | None], prog: str) -> None:
     """Call ``main`` and turn a ``UserError`` or Ctrl-C into one line on stderr and a non-zero exit."""
     try:

@@ -1,0 +1,225 @@
+"""tune.py: a recipe search whose trials are real train.py runs, scored on the validation split only, that prunes,
+survives a kill -9, shares one storage between workers and refuses bad input in one line."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="tune.py's tests need the [tune] extra (Optuna)")
+
+from perceiver_mnist import tracking, tune  # noqa: E402
+from perceiver_mnist.config import parse_args, recipe_from_dict, recipe_to_dict, resolve_recipe  # noqa: E402
+from perceiver_mnist.errors import UserError  # noqa: E402
+from perceiver_mnist.events import read_events  # noqa: E402
+from perceiver_mnist.faults import VARIABLE  # noqa: E402
+
+from .conftest import NO_NETWORK, ROOT, make_dataset, offline_env, run_python  # noqa: E402
+
+EPOCHS = 3
+STEPS_PER_EPOCH = 9  # 192 synthetic training images less the 48 of the validation split, in batches of 16
+
+
+def study_argv(data: Path, logdir: Path, study: str, *extra: str) -> list[str]:
+    return ["--study", study, "--preset", "tiny", "--data-dir", str(data), "--logdir", str(logdir),
+            "--val-size", "48", "--epochs", str(EPOCHS), "--grid-images", "0",
+            "--search", "lr=log:1e-3..1e-2", "--search", "depth=1,2", *extra]
+
+
+def tune_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tune.py"), *args], cwd=ROOT, env={**offline_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def load(logdir: Path, study: str):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    storage = JournalStorage(JournalFileBackend(str(logdir / study / tune.JOURNAL_FILE)))
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def states(study) -> list[str]:
+    return [t.state.name for t in study.get_trials()]
+
+
+@pytest.fixture(scope="module")
+def no_test_data(tmp_path_factory) -> Path:
+    """Synthetic training files and no test files at all: a trial that read the test set would fail."""
+    root = make_dataset(tmp_path_factory.mktemp("trainonly"))
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (root / "MNIST" / "raw" / name).unlink()
+    return root
+
+
+# A pruner that stops every odd-numbered trial at its first report: the pruning path, for certain.
+PRUNE_ODD = """
+import sys, optuna
+from perceiver_mnist import tune
+class PruneOdd(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return trial.number % 2 == 1
+sys.exit(tune.run_study(tune.parse_tune_args(sys.argv[1:]), pruner=PruneOdd()))
+"""
+
+
+@pytest.fixture(scope="module")
+def pruned_study(no_test_data: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    logdir = tmp_path_factory.mktemp("tune")
+    result = run_python("-c", PRUNE_ODD, *study_argv(no_test_data, logdir, "s", "--trials", "4"), timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return logdir, result
+
+
+def test_trials_are_runs_scored_on_validation_and_pruned(pruned_study) -> None:
+    logdir, result = pruned_study
+    study = load(logdir, "s")
+    assert states(study) == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
+    for trial in study.get_trials():
+        run = logdir / "s" / f"trial-{trial.number}"
+        epochs = EPOCHS if trial.state.name == "COMPLETE" else 1  # pruned at its first epoch, at once
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+        events = read_events(str(run))
+        # Each epoch's validation accuracy went to Optuna as TensorBoard logged it, at the same epochs.
+        assert events.scalars[tracking.VAL_ACCURACY].values == pytest.approx(
+            [trial.intermediate_values[e] for e in range(1, epochs + 1)])
+        assert events.scalars[tracking.VAL_ACCURACY].steps == [STEPS_PER_EPOCH * e for e in range(1, epochs + 1)]
+        assert not events.has(tracking.TEST_ACCURACY)  # the test set is never scored (its files do not even exist)
+        config = json.loads((run / "config.json").read_text())
+        recipe = recipe_from_dict(config["recipe"], "config.json")
+        assert recipe.val_size == 48 and recipe.depth == trial.params["depth"]
+        assert recipe.lr == pytest.approx(trial.params["lr"])
+        assert (run / "model.safetensors").is_file()  # a pruned trial is evaluated and saved where it stopped
+        if trial.state.name == "COMPLETE":
+            assert trial.value == trial.intermediate_values[EPOCHS]
+    assert "pruned after epoch 1" in result.stdout
+    report = (logdir / "s" / tune.REPORT_FILE).read_text()
+    assert "4 finished trials (2 pruned, 0 failed)" in report
+    for png in ("history.png", "importances.png", "curves.png"):
+        assert (logdir / "s" / png).stat().st_size > 5000, png
+
+
+def test_best_command_trains_the_best_recipe(pruned_study) -> None:
+    logdir, result = pruned_study
+    study = load(logdir, "s")
+    best = max((t for t in study.get_trials() if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    line = next(line for line in result.stdout.splitlines() if "accelerate launch train.py" in line)
+    argv = shlex.split(line)[3:]
+    saved = json.loads((logdir / "s" / f"trial-{best.number}" / "config.json").read_text())["recipe"]
+    assert recipe_to_dict(resolve_recipe(parse_args(argv))) == saved
+    assert f"Best: trial {best.number}, validation accuracy {best.value:.2f}%" in result.stdout
+
+
+def test_report_alone_reads_the_study(pruned_study) -> None:
+    logdir, _ = pruned_study
+    before = {p.name: p.stat().st_mtime_ns for p in (logdir / "s").glob("trial-*/model.safetensors")}
+    result = tune_cli("--study", "s", "--logdir", str(logdir), "--report")
+    assert result.returncode == 0, result.stderr
+    assert "4 finished trials (2 pruned, 0 failed)" in result.stdout and "| lr | depth |" in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (logdir / "s").glob("trial-*/model.safetensors")} == before
+
+
+def test_killed_study_resumes_with_the_right_count(data_dir: Path, tmp_path: Path) -> None:
+    argv = study_argv(data_dir, tmp_path, "k", "--trials", "3", "--pruner", "none")
+    # SIGKILL after step 20 of the first trial: in its third epoch, with two epochs reported.
+    killed = tune_cli(*argv, env={VARIABLE: "step:20"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert states(load(tmp_path, "k")) == ["RUNNING"]
+    resumed = tune_cli(*argv)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "trial 0 was running in a process that has died" in resumed.stdout
+    study = load(tmp_path, "k")
+    assert states(study) == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    first, retry = study.trials[0], study.trials[1]
+    assert retry.params == first.params and retry.user_attrs[tune.RETRY_ATTR] == 0
+    # Nothing more to do: the same command again trains nothing.
+    again = tune_cli(*argv)
+    assert again.returncode == 0 and "tune.py: trial" not in again.stdout
+    assert states(load(tmp_path, "k")) == states(study)
+
+
+def test_two_workers_fill_one_study(data_dir: Path, tmp_path: Path) -> None:
+    result = tune_cli(*study_argv(data_dir, tmp_path, "w", "--trials", "4", "--pruner", "none", "--workers", "2"),
+                      timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    study = load(tmp_path, "w")
+    assert states(study).count("COMPLETE") == 4 and len(study.trials) == 4
+    workers = {t.user_attrs[tune.WORKER_ATTR] for t in study.trials}
+    assert len(workers) == 2  # both processes trained trials of the one study
+    logs = [(tmp_path / "w" / f"worker-{k}.log").read_text() for k in range(2)]
+    assert all("tune.py: trial" in log for log in logs)
+    assert sorted(int(p.name.split("-")[1]) for p in (tmp_path / "w").glob("trial-*")) == [0, 1, 2, 3]
+
+
+SEARCH = ["--search", "lr=log:1e-3..1e-2"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--search", "lrr=1..2"], ["'lrr' is not a recipe field", "searchable"]),
+    (["--search", "dataset=mnist,fashion-mnist"], ["dataset cannot be searched", "--dataset"]),
+    (["--search", "val_size=100..200"], ["val_size cannot be searched"]),
+    (["--search", "epochs=4..2"], ["range is empty"]),
+    (["--search", "epochs=1.5..3"], ["'1.5' is not a value of --epochs"]),
+    (["--search", "lr=log:0..1"], ["log range needs LOW > 0"]),
+    (["--search", "adapter=1..2"], ["needs a numeric field"]),
+    (["--search", "hflip=0..0.5"], ["hflip = 0.5", "mirror"]),
+    (["--search", "batch_size=16,16"], ["listed twice"]),
+    (["--search", "depth=1,2", "--search", "depth=3,4"], ["given twice"]),
+    ([*SEARCH, "--lr", "0.01"], ["--lr fixes what --search lr"]),
+    ([*SEARCH, "--val-size", "0"], ["--val-size 0", "validation"]),
+    ([*SEARCH, "--run", "x"], ["--run is not a tune.py flag"]),
+    ([*SEARCH, "--sampler", "grid"], ["--sampler grid needs every --search to be a list"]),
+    ([*SEARCH, "--storage", "sqlite:////nonexistent-dir/x/study.db"], ["cannot open the storage", "reachable"]),
+    ([*SEARCH, "--data-dir", "/nonexistent"], ["/nonexistent"]),
+    (["--search", "lr=log:1e-3..1e-2", "--trials", "0"], ["--trials must be positive"]),
+    (["--report"], ["no study in", "--search"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(data_dir: Path, tmp_path: Path, monkeypatch, args, words) -> None:
+    for name, value in NO_NETWORK.items():  # a missing dataset's download fails at once
+        monkeypatch.setenv(name, value)
+    argv = ["--study", "bad", "--preset", "tiny", "--data-dir", str(data_dir), "--logdir", str(tmp_path / "runs"),
+            "--val-size", "48", *args]
+    with pytest.raises(UserError) as err:
+        tune.main(argv)
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_input_on_the_command_line(data_dir: Path, tmp_path: Path) -> None:
+    result = tune_cli(*study_argv(data_dir, tmp_path, "bad"), "--search", "lrr=1..2")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("tune.py: error:")
+    assert "'lrr' is not a recipe field" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_study_with_another_space_is_refused(pruned_study, no_test_data: Path) -> None:
+    logdir, _ = pruned_study
+    journal = (logdir / "s" / tune.JOURNAL_FILE).read_bytes()
+    argv = study_argv(no_test_data, logdir, "s", "--trials", "5")
+    argv[argv.index("depth=1,2")] = "depth=1,2,3"
+    with pytest.raises(UserError, match="exists with another search space"):
+        tune.main(argv)
+    assert (logdir / "s" / tune.JOURNAL_FILE).read_bytes() == journal
+
+
+def test_without_optuna_says_what_to_install(tmp_path: Path) -> None:
+    code = ("import sys, runpy; sys.modules['optuna'] = None; "
+            f"sys.argv = ['tune.py', '--study', 'x', '--logdir', {str(tmp_path)!r}, '--search', 'lr=log:1e-3..1e-2']; "
+            "runpy.run_path('tune.py', run_name='__main__')")
+    result = run_python("-c", code)
+    assert result.returncode == 2 and 'pip install -e ".[tune]"' in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_search_specs() -> None:
+    assert tune.parse_search("lr=log:1e-4..1e-2") == tune.SearchSpec("lr", "log", 1e-4, 1e-2)
+    assert tune.parse_search("depth=1..4") == tune.SearchSpec("depth", "uniform", 1, 4, integer=True)
+    assert tune.parse_search("rotate=0..20").integer is False  # a float field stays continuous
+    assert tune.parse_search("adapter=patches,conv").values == ("patches", "conv")
+    assert tune.parse_search("decoder-ff=true,false").values == (True, False)
+    assert tune.to_argv({"lr": 0.003, "decoder_ff": False, "depth": 2}) == ["--lr", "0.003", "--no-decoder-ff",
+                                                                           "--depth", "2"]
