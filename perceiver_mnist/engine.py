@@ -442,6 +442,7 @@ def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:
     train_loss = state.epoch_loss_sum / batches
     t0 = time.perf_counter()
     test = evaluate(t.learner, t.test_batches, state.step) if t.test_batches is not None else None
+    val = evaluate(t.learner, t.val_batches, state.step) if t.val_batches is not None else None
     eval_seconds = time.perf_counter() - t0
     epoch_done = state.epoch + state.batch_in_epoch / steps_per_epoch if state.batch_in_epoch else state.epoch
     values = {
@@ -457,8 +458,7 @@ def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:
                        tracking.TEST_SAMPLES: test["count"]})
         summary.update(test_loss=test["loss"], test_accuracy=test["accuracy"], test_count=test["count"])
         scores.append(f"test loss {test['loss']:.4f} | test acc {test['accuracy']:.2f}% ({test['count']} images)")
-    if t.val_batches is not None:
-        val = evaluate(t.learner, t.val_batches, state.step)
+    if val is not None:
         values.update({tracking.VAL_LOSS: val["loss"], tracking.VAL_ACCURACY: val["accuracy"]})
         summary.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         scores.append(f"val acc {val['accuracy']:.2f}%" if test is not None else

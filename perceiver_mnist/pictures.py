@@ -1,6 +1,8 @@
 """MNIST digits redrawn the way users' pictures come: enlarged, dark ink on paper, off-centre, in colour, as JPEG
-photos. The tests check that ``predict.preprocess`` brings each back to its original 28x28; bench/predict_check.py
-measures the model's accuracy on them. Deterministic: the same digit and seed give the same file.
+photos (``TRANSFORMS``); and degraded the way scans and pens differ from MNIST's strokes: blurred, shrunk and
+scaled back up, thinner or thicker (``DEGRADATIONS``). The tests check that ``predict.preprocess`` brings each
+transform back to its original 28x28; bench/predict_check.py and bench/robustness.py measure the model's accuracy on
+them. Deterministic: the same digit and seed give the same file.
 """
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import os
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 PAPER, INK = (244, 240, 228), (20, 40, 140)  # cream paper, blue ballpoint: the RGB and photo pictures
 
@@ -87,3 +89,38 @@ def write_picture(digit: np.ndarray, transform: str, path_stem: str, seed: int =
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     draw(digit, np.random.default_rng(seed)).save(path, fmt, **options)
     return path
+
+
+def blurred(digit: np.ndarray) -> Image.Image:
+    """An out-of-focus scan: a Gaussian blur of 1 pixel (MNIST's strokes are 2-3 pixels wide)."""
+    return Image.fromarray(digit).filter(ImageFilter.GaussianBlur(1.0))
+
+
+def shrunk(side: int) -> Callable[[np.ndarray], Image.Image]:
+    """A low-resolution scan: the digit averaged down to ``side`` x ``side`` pixels, then scaled back up to 28x28
+    (bicubic), as a viewer enlarges it."""
+    def redraw(digit: np.ndarray) -> Image.Image:
+        small = Image.fromarray(digit).resize((side, side), Image.Resampling.BOX)
+        return small.resize(digit.shape[::-1], Image.Resampling.BICUBIC)
+    return redraw
+
+
+def thinner(digit: np.ndarray) -> Image.Image:
+    """A finer pen: strokes eroded by half a pixel on each side (a 3x3 minimum at twice the resolution)."""
+    big = Image.fromarray(digit).resize((digit.shape[1] * 2, digit.shape[0] * 2), Image.Resampling.BICUBIC)
+    return big.filter(ImageFilter.MinFilter(3)).resize(digit.shape[::-1], Image.Resampling.BOX)
+
+
+def thicker(digit: np.ndarray) -> Image.Image:
+    """A marker: strokes dilated by one pixel on each side (a 3x3 maximum)."""
+    return Image.fromarray(digit).filter(ImageFilter.MaxFilter(3))
+
+
+# name -> how a uint8 (28, 28) digit is degraded; each result is a 28x28 grey picture, white ink on black.
+DEGRADATIONS: dict[str, Callable[[np.ndarray], Image.Image]] = {
+    "blurred": blurred,
+    "shrunk to 14x14": shrunk(14),
+    "shrunk to 8x8": shrunk(8),
+    "thinner strokes": thinner,
+    "thicker strokes": thicker,
+}

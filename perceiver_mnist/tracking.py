@@ -23,7 +23,7 @@ VAL_LOSS = "val/loss"
 VAL_ACCURACY = "val/accuracy"
 EPOCH = "epoch"                        # the (fractional, for --max-steps) epoch that ended at this step
 EPOCH_TIME = "time/epoch_s"            # training wall time of the epoch
-EVAL_TIME = "time/eval_s"              # wall time of the test evaluation
+EVAL_TIME = "time/eval_s"              # wall time of the epoch's evaluations (test and validation splits)
 ELAPSED = "time/elapsed_s"             # wall time since the run started, summed over resumed sessions
 MEMORY = "system/rss_mb"               # resident memory of the main process at the epoch's end (leaks show here)
 # --- image tag ---

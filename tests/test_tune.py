@@ -141,6 +141,19 @@ def test_killed_study_resumes_with_the_right_count(data_dir: Path, tmp_path: Pat
     assert states(load(tmp_path, "k")) == states(study)
 
 
+def test_ctrl_c_stops_a_study_that_resumes(data_dir: Path, tmp_path: Path) -> None:
+    argv = study_argv(data_dir, tmp_path, "c", "--trials", "2", "--pruner", "none")
+    stopped = tune_cli(*argv, env={VARIABLE: "interrupt:20"})  # SIGINT, as Ctrl-C sends it, after step 20
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "interrupted at step 20" in stopped.stdout and "Resume with the same command" in stopped.stdout
+    assert states(load(tmp_path, "c")) == ["FAIL", "WAITING"]  # the trial's recipe queued again, not counted
+    resumed = tune_cli(*argv)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = load(tmp_path, "c")
+    assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[1].params == study.trials[0].params
+
+
 def test_two_workers_fill_one_study(data_dir: Path, tmp_path: Path) -> None:
     result = tune_cli(*study_argv(data_dir, tmp_path, "w", "--trials", "4", "--pruner", "none", "--workers", "2"),
                       timeout=240)

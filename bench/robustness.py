@@ -1,0 +1,70 @@
+"""How well saved models read digits that are not drawn like MNIST's: test digits blurred, shrunk to 14x14 or 8x8 and
+scaled back up (low-resolution scans), with thinner or thicker strokes. Each degraded digit goes through
+predict.py's preprocessing (``predict.preprocess``: ink found, cropped, scaled, centred) as a user's picture would,
+and the "clean" row sends the undegraded digits the same way.
+
+    python bench/robustness.py --data-dir ../shared/data --logdir runs RUN [RUN ...] [--images 10000]
+
+Prints one markdown table: a row per condition, a column per run (test accuracy in percent).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from perceiver_mnist.data import load_test_set, to_float  # noqa: E402
+from perceiver_mnist.model import load_model  # noqa: E402
+from perceiver_mnist.pictures import DEGRADATIONS  # noqa: E402
+from perceiver_mnist.predict import preprocess  # noqa: E402
+from perceiver_mnist.runs import find_run  # noqa: E402
+
+CONDITIONS = {"clean": Image.fromarray, **DEGRADATIONS}
+
+
+def degraded_inputs(images: np.ndarray, dataset: str) -> dict[str, torch.Tensor]:
+    """Each condition's 28x28 uint8 inputs as predict.py makes them, one per test digit."""
+    return {name: torch.from_numpy(np.stack([preprocess(redraw(digit), dataset) for digit in images]))
+            for name, redraw in CONDITIONS.items()}
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> float:
+    right = sum((model(to_float(images[i:i + batch])).argmax(-1) == labels[i:i + batch]).sum().item()
+                for i in range(0, len(images), batch))
+    return 100.0 * right / len(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="Runs to compare (directories under --logdir).")
+    parser.add_argument("--logdir", default=os.path.join(ROOT, "runs"))
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--images", type=int, default=10000, help="The first N test digits (default: all).")
+    args = parser.parse_args()
+    models = {name: load_model(find_run(args.logdir, name)) for name in args.runs}
+    datasets = {m.recipe.dataset for m in models.values()}
+    if len(datasets) != 1:
+        sys.exit(f"robustness.py: the runs were trained on different datasets ({sorted(datasets)})")
+    dataset = datasets.pop()
+    test = load_test_set(args.data_dir, dataset)
+    images, labels = test.images[:args.images], test.labels[:args.images]
+    start = time.perf_counter()
+    inputs = degraded_inputs(images.numpy(), dataset)
+    print(f"{len(images)} test digits x {len(CONDITIONS)} conditions prepared in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    print("| condition | " + " | ".join(args.runs) + " |\n|---|" + "---|" * len(args.runs))
+    for name, batch in inputs.items():
+        print(f"| {name} | " + " | ".join(f"{accuracy(m.eval(), batch, labels):.2f}" for m in models.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
