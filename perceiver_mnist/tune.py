@@ -467,8 +467,10 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
         stop = [False]
         last[0] = summary["val_accuracy"]
         if trial is not None:
-            trial.report(summary["val_accuracy"], int(summary["epoch"]))
-            stop = [trial.should_prune()]
+            epoch = int(summary["epoch"])
+            trial.report(summary["val_accuracy"], epoch)
+            # A trial at the end of its schedule is complete, whatever the pruner says: pruning saves no time there.
+            stop = [epoch < recipe.epochs and trial.should_prune()]
         if acc_state.num_processes > 1:
             stop = broadcast_object_list(stop)
         if stop[0]:

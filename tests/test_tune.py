@@ -55,13 +55,14 @@ def no_test_data(tmp_path_factory) -> Path:
     return root
 
 
-# A pruner that stops every odd-numbered trial at its first report: the pruning path, for certain.
-PRUNE_ODD = """
+# A pruner that stops every odd-numbered trial at its first report (the pruning path, for certain), and would stop
+# the even ones at their last epoch, where a trial is complete and must not be pruned.
+PRUNE_ODD = f"""
 import sys, optuna
 from perceiver_mnist import tune
 class PruneOdd(optuna.pruners.BasePruner):
     def prune(self, study, trial):
-        return trial.number % 2 == 1
+        return trial.number % 2 == 1 or trial.last_step == {EPOCHS}
 sys.exit(tune.run_study(tune.parse_tune_args(sys.argv[1:]), pruner=PruneOdd()))
 """
 
