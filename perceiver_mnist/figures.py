@@ -209,23 +209,27 @@ def _prediction_grids(w: Writer, events: RunEvents | None) -> None:
 
 
 def compare_runs(w: Writer, runs: dict[str, RunEvents]) -> None:
-    """One figure overlaying test accuracy and test loss per epoch of several runs."""
+    """One figure overlaying accuracy and loss per epoch of several runs: on the test set, or on the validation
+    split when the runs scored no test set (a recipe search's trials)."""
     import matplotlib.pyplot as plt
 
-    usable = {name: ev for name, ev in runs.items() if ev.has(tracking.TEST_ACCURACY) and ev.has(tracking.EPOCH)}
+    split, acc_tag, loss_tag = "Test", tracking.TEST_ACCURACY, tracking.TEST_LOSS
+    if not any(ev.has(tracking.TEST_ACCURACY) for ev in runs.values()) and all(
+            ev.has(tracking.VAL_ACCURACY) for ev in runs.values()):
+        split, acc_tag, loss_tag = "Validation", tracking.VAL_ACCURACY, tracking.VAL_LOSS
+    usable = {name: ev for name, ev in runs.items() if ev.has(acc_tag) and ev.has(tracking.EPOCH)}
     for name in sorted(set(runs) - set(usable)):
-        w.report.notices.append(f"compare: {name} skipped, it has no {tracking.TEST_ACCURACY} per epoch")
+        w.report.notices.append(f"compare: {name} skipped, it has no {acc_tag} per epoch")
     if not usable:
         return
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, (name, ev) in enumerate(usable.items()):
         color = plt.get_cmap("tab10")(i % 10)
-        best = max(ev.scalars[tracking.TEST_ACCURACY].values)
-        plot_per_epoch(ax_acc, ev, tracking.TEST_ACCURACY, "o-", markersize=3, color=color,
-                       label=f"{name} (best {best:.2f}%)")
-        plot_per_epoch(ax_loss, ev, tracking.TEST_LOSS, "o-", markersize=3, color=color, label=name)
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Test accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Test loss")
+        best = max(ev.scalars[acc_tag].values)
+        plot_per_epoch(ax_acc, ev, acc_tag, "o-", markersize=3, color=color, label=f"{name} (best {best:.2f}%)")
+        plot_per_epoch(ax_loss, ev, loss_tag, "o-", markersize=3, color=color, label=name)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{split} accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{split} loss")
     ax_acc.legend(loc="lower right")
     ax_loss.legend(loc="upper right")
     w.save(fig, "compare")
@@ -263,10 +267,16 @@ def _model_figures(w: Writer, run_dir: str, data_dir: str | None) -> None:
         _attention(w, model, to_float(test.images[:6]), [classes[k] for k in test.labels[:6].tolist()])
 
 
+def confusion_matrix(preds: np.ndarray, labels: np.ndarray, classes: int = 10) -> np.ndarray:
+    """``(classes, classes)`` counts: row = true class, column = predicted class."""
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (labels, preds), 1)
+    return matrix
+
+
 def _confusion_matrix(w: Writer, preds: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
     import matplotlib.pyplot as plt
-    matrix = np.zeros((10, 10), dtype=int)
-    np.add.at(matrix, (labels, preds), 1)
+    matrix = confusion_matrix(preds, labels)
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     off_diagonal = matrix - np.diag(np.diag(matrix))
     im = ax.imshow(off_diagonal, cmap="Reds")

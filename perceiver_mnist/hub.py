@@ -54,8 +54,8 @@ def hub_model(path: str) -> PerceiverMNIST:
 # ----------------------------------------------------------------------------------------------------------
 
 def training_summary(run_dir: str) -> dict[str, Any] | None:
-    """Final and best test accuracy, the number of test images, epochs, training time and end date, from the run's
-    event files (None without them)."""
+    """Final and best test accuracy, the number of test images, epochs and optimizer steps, training time and end
+    date, from the run's event files (None without them)."""
     try:
         events = read_events(run_dir)
     except UserError:
@@ -68,7 +68,8 @@ def training_summary(run_dir: str) -> dict[str, Any] | None:
     ended = datetime.fromtimestamp(accuracy.wall_times[-1], tz=timezone.utc).strftime("%Y-%m-%d")
     images = events.scalars[tracking.TEST_SAMPLES].values[-1] if events.has(tracking.TEST_SAMPLES) else None
     return {"final": accuracy.values[-1], "best": best, "best_epoch": epoch, "test_images": images,
-            "epochs": events.scalars[tracking.EPOCH].values[-1], "elapsed_s": elapsed, "ended": ended}
+            "epochs": events.scalars[tracking.EPOCH].values[-1], "steps": events.scalars[tracking.EPOCH].steps[-1],
+            "elapsed_s": elapsed, "ended": ended}
 
 
 def _hardware(config: dict[str, Any]) -> str:

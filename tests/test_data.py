@@ -53,10 +53,49 @@ def test_fashion_mnist_is_read_from_its_own_torchvision_folder(tmp_path, monkeyp
         data.load_datasets(str(tmp_path / "elsewhere"), "fashion-mnist")
 
 
-def test_batches_are_fetched_whole(fresh_data):
-    ds = data.load_datasets(str(fresh_data), "mnist").train
-    images, labels = next(iter(data.DeviceBatches(ds, 16, shuffle=False, seed=0, device="cpu")))
-    assert images.shape == (16, 28, 28) and torch.equal(labels, ds.labels[:16])
+def numbered_dataset(n: int) -> data.InMemoryDataset:
+    """Sample i: an image whose first pixel is i, and the label i (not a class; what a batch holds shows)."""
+    images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[:, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    return data.InMemoryDataset(images, torch.arange(n))
+
+
+# (samples, processes, shuffle): 90 = 5 x 16 + 10, cut into 1 to 4 shards; 82 = 5 x 16 + 2, a last batch that 3
+# training processes cannot share (left out of the epoch) but 3 evaluating ones can (one of them gets none).
+@pytest.mark.parametrize("n, processes, shuffle", [(90, 1, True), (90, 2, True), (90, 3, True), (90, 4, False),
+                                                   (82, 3, True), (82, 3, False)])
+def test_an_epoch_serves_every_sample_once_in_whole_batches_across_processes(n, processes, shuffle):
+    """Every batch of an epoch, on every process: together the processes' shares are the global batch, cut into
+    consecutive slices in process order; over the epoch every sample comes exactly once (in training, all but a last
+    batch too small to share)."""
+    batch = 16
+    ds = numbered_dataset(n)
+    shards = [data.DeviceBatches(ds, batch, shuffle=shuffle, seed=7, device="cpu", num_processes=processes,
+                                 process_index=r) for r in range(processes)]
+    full, rest = divmod(n, batch)
+    left_out = shuffle and 0 < rest < processes
+    orders = []
+    for epoch in (0, 1):
+        for shard in shards:
+            shard.set_epoch(epoch)
+        served = [list(shard) for shard in shards]
+        steps = full + (1 if rest and not left_out else 0)
+        assert [len(shard) for shard in shards] == [len(s) for s in served] == [steps] * processes
+        order: list[int] = []
+        for step in range(steps):
+            parts = [s[step] for s in served]
+            for images, labels in parts:
+                assert images.shape == (len(labels), 28, 28) and images.dtype == torch.uint8
+                assert images[:, 0, 0].tolist() == labels.tolist()  # each image with its own label
+            sizes = [len(labels) for _, labels in parts]
+            assert sum(sizes) == (batch if step < full else rest), step
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True), step  # evenly cut
+            order += [i for _, labels in parts for i in labels.tolist()]
+        expected = data.epoch_order(n, seed=7, epoch=epoch, shuffle=shuffle).tolist()
+        assert order == expected[:len(order)]  # batch after batch, process 0's slice first
+        assert sorted(order) == (sorted(expected[:full * batch]) if left_out else list(range(n)))
+        orders.append(order)
+    assert (orders[0] != orders[1]) == shuffle  # a new order each epoch in training only
 
 
 def test_shipped_gz_is_extracted_after_its_checksum_is_verified(fresh_data, monkeypatch):
@@ -293,7 +332,7 @@ def test_mixing_that_is_off_returns_the_batch_untouched_and_draws_nothing():
     state = torch.get_rng_state()
     out, partner_labels, lam = data.mix_pairs(x, labels, Recipe())
     assert out is x and partner_labels is labels and lam is None
-    assert torch.equal(torch.get_rng_state(), state)  # so MNIST's recipes draw what they drew before
+    assert torch.equal(torch.get_rng_state(), state)  # so a recipe without mixing draws as if it did not exist
 
 
 def test_augment_applies_only_the_distortions_a_recipe_asks_for():

@@ -6,11 +6,15 @@ import json
 import os
 import shutil
 import struct
+from collections import Counter
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from matplotlib.figure import Figure
 
 from perceiver_mnist import figures, tracking
 from perceiver_mnist.datasets import DATASETS
@@ -28,15 +32,57 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def keep_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
+    """Every figure make_figures saves from now on, by name: the drawn data (lines, images, texts) stays readable
+    after the figure is closed, so a test can check it against what it was drawn from."""
+    drawn: dict[str, Figure] = {}
+    save = figures.Writer.save
+
+    def keep(self, fig, name):
+        drawn[name] = fig
+        return save(self, fig, name)
+
+    monkeypatch.setattr(figures.Writer, "save", keep)
+    return drawn
+
+
 @pytest.fixture(scope="module")
-def made(tiny_run: Path, data_dir: Path, tmp_path_factory) -> tuple[Path, figures.Report]:
+def made(tiny_run: Path, data_dir: Path, tmp_path_factory) -> tuple[Path, figures.Report, dict[str, Figure]]:
     out = tmp_path_factory.mktemp("figures")
-    report = figures.make_figures(str(tiny_run.parent), tiny_run.name, str(out), data_dir=str(data_dir))
-    return out, report
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        drawn = keep_figures(monkeypatch)
+        report = figures.make_figures(str(tiny_run.parent), tiny_run.name, str(out), data_dir=str(data_dir))
+    return out, report, drawn
+
+
+@dataclass
+class ModelOnTestSet:
+    """The tiny run's model on the test set, computed here apart from figures.py: what its figures must show."""
+
+    model: torch.nn.Module
+    images: np.ndarray   # float (N, 28, 28) in [0, 1], as the model read them
+    labels: np.ndarray   # (N,)
+    probs: np.ndarray    # (N, 10)
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+
+@pytest.fixture(scope="module")
+def on_test_set(tiny_run: Path, data_dir: Path) -> ModelOnTestSet:
+    from perceiver_mnist.data import load_test_set, to_float
+    from perceiver_mnist.model import load_model
+
+    model = load_model(str(tiny_run))
+    test = load_test_set(str(data_dir), "mnist")
+    with torch.no_grad():
+        probs = model(to_float(test.images)).softmax(-1).numpy()
+    return ModelOnTestSet(model, to_float(test.images)[:, 0].numpy(), test.labels.numpy(), probs)
 
 
 def test_every_figure_is_a_png_of_the_expected_size(made):
-    out, report = made
+    out, report, _ = made
     assert report.notices == []
     for name in CURVES:
         assert png_size(out / f"{name}.png") == (960, 600), name  # 6.4 x 4.0 inches at 150 dpi
@@ -47,8 +93,71 @@ def test_every_figure_is_a_png_of_the_expected_size(made):
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in report.written)
 
 
+def test_the_confusion_matrix_counts_each_test_images_true_and_predicted_class(made, on_test_set):
+    ax = made[2]["confusion_matrix"].axes[0]
+    t = on_test_set
+    pairs = Counter(zip(t.labels.tolist(), t.preds.tolist()))
+    expected = np.array([[pairs[(true, pred)] for pred in range(10)] for true in range(10)])
+    # Not symmetric: a transposed matrix (rows predicted, columns true) would not pass.
+    assert expected.sum() == len(t.labels) and not np.array_equal(expected, expected.T)
+    written = np.full((10, 10), -1)
+    for text in ax.texts:  # one count per cell, at (x, y) = (predicted, true)
+        x, y = text.get_position()
+        written[int(y), int(x)] = int(text.get_text())
+    assert np.array_equal(written, expected)
+    # The colours show the mistakes alone: the diagonal, the right answers, stays blank.
+    assert np.array_equal(ax.images[0].get_array(), expected - np.diag(np.diag(expected)))
+    assert f"({len(t.labels)} test images, accuracy {100 * np.trace(expected) / len(t.labels):.2f}%)" in ax.get_title()
+
+
+def test_confusion_matrix_rows_are_true_classes_and_columns_predicted_ones():
+    matrix = figures.confusion_matrix(np.array([1, 1, 2, 2]), np.array([0, 1, 1, 1]), classes=3)
+    assert matrix.tolist() == [[0, 1, 0], [0, 1, 2], [0, 0, 0]]
+
+
+def test_the_misclassified_figure_shows_the_most_confident_mistakes_each_really_wrong(made, on_test_set):
+    fig, t = made[2]["misclassified"], on_test_set
+    classes = DATASETS["mnist"].classes
+    wrong = np.flatnonzero(t.preds != t.labels)
+    tiles = [ax for ax in fig.axes if ax.images]
+    assert len(tiles) == min(24, len(wrong)) > 0  # the tiny run's model makes more than 24: which are shown counts
+    shown = []
+    for ax in tiles:
+        [i] = [k for k in range(len(t.labels)) if np.array_equal(t.images[k], ax.images[0].get_array())]
+        pred, true = t.preds[i], t.labels[i]
+        assert pred != true, i
+        assert ax.get_title().split("\n") == [f"{classes[pred]} ({t.probs[i, pred]:.2f})",
+                                              f"true {classes[true]} ({t.probs[i, true]:.2f})"], i
+        shown.append(i)
+    confidence = t.probs[shown, t.preds[shown]]
+    assert list(confidence) == sorted(confidence, reverse=True)  # the most confident mistake first
+    left_out = np.setdiff1d(wrong, shown)
+    assert confidence.min() >= t.probs[left_out, t.preds[left_out]].max(initial=0.0)
+    assert any(f"{len(wrong)} of {len(t.labels)} test images wrong" in text.get_text() for text in fig.texts)
+
+
+def test_the_attention_figure_shows_each_latents_weights_over_its_patches(made, on_test_set):
+    fig, t = made[2]["attention"], on_test_set
+    with torch.no_grad():  # (6, latents, 4, 4): the tiny model's weights per token, averaged over its heads
+        maps = t.model.attention_maps(torch.from_numpy(t.images[:6, None])).mean(1).numpy()
+    latents, patch = maps.shape[1], 28 // maps.shape[-1]
+    over_pixels = lambda grid: np.kron(grid, np.ones((patch, patch)))  # noqa: E731  a token's weight on its patch
+    # The latents look at different places: maps drawn in another latent's place would not pass.
+    assert not np.allclose(maps[:, 0], maps[:, 1], atol=1e-3)
+    axes = np.array(fig.axes).reshape(6, 2 + latents)  # the tiny model's 4 latents: all of them shown
+    for b in range(6):
+        assert np.array_equal(axes[b, 0].images[0].get_array(), t.images[b])
+        assert axes[b, 0].get_title() == f"true: {DATASETS['mnist'].classes[t.labels[b]]}"
+        digit, everyone = axes[b, 1].images
+        assert np.array_equal(digit.get_array(), t.images[b])
+        assert np.allclose(everyone.get_array(), over_pixels(maps[b].mean(0)), atol=1e-6), b
+        for k in range(latents):
+            assert np.allclose(axes[b, 2 + k].images[0].get_array(), over_pixels(maps[b, k]), atol=1e-6), (b, k)
+            assert axes[b, 2 + k].get_title() == f"latent {k}"
+
+
 def test_prediction_grids_are_the_png_bytes_train_py_logged(made, tiny_run):
-    out, _ = made
+    out, _, _ = made
     grids = read_events(str(tiny_run)).images[tracking.PREDICTIONS]
     assert (out / "image_epoch_2.png").read_bytes() == grids[-1][1]
 
@@ -111,11 +220,32 @@ def test_identical_inputs_give_identical_files(tiny_run, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
-def test_compare_overlays_two_runs(tiny_run, tmp_path):
+def test_compare_overlays_two_runs_each_with_its_own_curves(tiny_run, tmp_path, monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
     logdir = tmp_path / "runs"
     shutil.copytree(tiny_run, logdir / "a")
-    shutil.copytree(tiny_run, logdir / "b")
+    with SummaryWriter(str(logdir / "b")) as writer:  # three epochs, with numbers the tiny run has not
+        for epoch, (accuracy, loss) in enumerate([(50.0, 1.5), (70.0, 0.9), (65.0, 1.1)], start=1):
+            for tag, value in ((tracking.EPOCH, epoch), (tracking.TEST_ACCURACY, accuracy),
+                               (tracking.TEST_LOSS, loss)):
+                writer.add_scalar(tag, value, 7 * epoch)
+    drawn = keep_figures(monkeypatch)
     report = figures.make_figures(str(logdir), "a", compare=["b"], model_figures=False, fmt="svg")
+    ax_acc, ax_loss = drawn["compare"].axes
+    assert len(ax_acc.get_lines()) == len(ax_loss.get_lines()) == 2
+    colours = {}
+    for name in ("a", "b"):
+        scalars = read_events(str(logdir / name)).scalars
+        epochs = scalars[tracking.EPOCH].values  # logged at the steps of the test numbers
+        accuracy, loss = scalars[tracking.TEST_ACCURACY].values, scalars[tracking.TEST_LOSS].values
+        [acc_line] = [line for line in ax_acc.get_lines() if line.get_label() == f"{name} (best {max(accuracy):.2f}%)"]
+        [loss_line] = [line for line in ax_loss.get_lines() if line.get_label() == name]
+        assert list(acc_line.get_xdata()) == epochs and list(acc_line.get_ydata()) == accuracy, name
+        assert list(loss_line.get_xdata()) == epochs and list(loss_line.get_ydata()) == loss, name
+        assert acc_line.get_color() == loss_line.get_color(), name  # one colour per run, in both panels
+        colours[name] = acc_line.get_color()
+    assert colours["a"] != colours["b"]
     compare = logdir / "a" / "figures" / "compare.svg"
     assert str(compare) in report.written
     svg = compare.read_text()  # matplotlib keeps each text as an SVG comment beside its glyphs
@@ -219,15 +349,10 @@ def test_model_figures_name_the_classes_of_the_runs_dataset(data_dir, tmp_path, 
     raw.mkdir(parents=True)
     for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]:  # synthetic test images stand in for clothes
         shutil.copy(data_dir / "MNIST" / "raw" / name, raw / name)
-    texts: dict[str, list[str]] = {}
-    save = figures.Writer.save
-
-    def keep_texts(self, fig, name):
-        texts[name] = [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_visible()]
-        return save(self, fig, name)
-
-    monkeypatch.setattr(figures.Writer, "save", keep_texts)
+    drawn = keep_figures(monkeypatch)
     figures.make_figures(str(run.parent), "clothes", str(tmp_path / "out"), data_dir=str(tmp_path / "data"))
+    texts = {name: [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_visible()]
+             for name, fig in drawn.items()}
     clothes = DATASETS["fashion-mnist"].classes
     assert [t for t in texts["confusion_matrix"] if t in clothes] == [*clothes, *clothes]  # both axes, in order
     assert any(t.startswith(clothes) and "\ntrue " in t for t in texts["misclassified"])

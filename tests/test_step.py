@@ -101,15 +101,13 @@ def test_a_mixed_step_trains_on_the_mixed_labels(loss):
     assert ((lam > 0.01) & (lam < 0.99)).any()  # it did mix
 
 
-# The `default` preset's first three losses on a fixed batch, as train_step computed them before the augmentations
-# for other datasets (crop, mirror, erasing) and the conv adapter were added (commit 68d4205): a new distortion that
-# drew random numbers even when off, or any change to MNIST's step, moves them by far more than the 1e-6 allowed.
-# On this project's machines they are equal bit for bit; the tolerance only spares a CPU whose kernels sum in
-# another order.
+# The `default` preset's first three losses on a fixed batch: they pin MNIST's training step, so that a distortion
+# added for another dataset that draws random numbers even when off, or any other change to the step, moves them by
+# far more than the 1e-6 allowed. The tolerance only spares a CPU whose kernels sum in another order.
 DEFAULT_FIRST_LOSSES = [2.305628538131714, 2.4290452003479004, 2.638913869857788]
 
 
-def test_the_default_recipe_trains_on_mnist_bit_for_bit_as_before():
+def test_the_default_recipes_first_steps_give_its_pinned_losses():
     acc = make_accelerator()
     torch.manual_seed(0)
     data = InMemoryDataset(torch.randint(0, 256, (48, 28, 28), dtype=torch.uint8), torch.arange(48) % 10)
