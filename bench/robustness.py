@@ -5,7 +5,8 @@ and the "clean" row sends the undegraded digits the same way.
 
     python bench/robustness.py --data-dir ../shared/data --logdir runs RUN [RUN ...] [--images 10000]
 
-Prints one markdown table: a row per condition, a column per run (test accuracy in percent).
+Prints one markdown table: a row per condition, a column per run (test accuracy in percent; a digit that
+preprocessing refuses as blank counts as wrong, as predict.py gives it no class).
 """
 from __future__ import annotations
 
@@ -24,23 +25,35 @@ from PIL import Image  # noqa: E402
 from perceiver_mnist.data import load_test_set, to_float  # noqa: E402
 from perceiver_mnist.model import load_model  # noqa: E402
 from perceiver_mnist.pictures import DEGRADATIONS  # noqa: E402
-from perceiver_mnist.predict import preprocess  # noqa: E402
+from perceiver_mnist.predict import NotAPicture, preprocess  # noqa: E402
 from perceiver_mnist.runs import find_run  # noqa: E402
 
 CONDITIONS = {"clean": Image.fromarray, **DEGRADATIONS}
 
 
-def degraded_inputs(images: np.ndarray, dataset: str) -> dict[str, torch.Tensor]:
-    """Each condition's 28x28 uint8 inputs as predict.py makes them, one per test digit."""
-    return {name: torch.from_numpy(np.stack([preprocess(redraw(digit), dataset) for digit in images]))
-            for name, redraw in CONDITIONS.items()}
+def degraded_inputs(images: np.ndarray, dataset: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each condition's 28x28 uint8 inputs as predict.py makes them, one per test digit, and which digits it
+    refused ("holds no ink": too faint after the degradation). predict.py answers those with no class, so they
+    count as wrong."""
+    inputs = {}
+    for name, redraw in CONDITIONS.items():
+        pixels, refused = [], []
+        for digit in images:
+            try:
+                pixels.append(preprocess(redraw(digit), dataset))
+                refused.append(False)
+            except NotAPicture:
+                pixels.append(np.zeros(digit.shape, dtype=np.uint8))
+                refused.append(True)
+        inputs[name] = torch.from_numpy(np.stack(pixels)), torch.tensor(refused)
+    return inputs
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> float:
-    right = sum((model(to_float(images[i:i + batch])).argmax(-1) == labels[i:i + batch]).sum().item()
-                for i in range(0, len(images), batch))
-    return 100.0 * right / len(images)
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, refused: torch.Tensor,
+             batch: int = 1000) -> float:
+    predicted = torch.cat([model(to_float(images[i:i + batch])).argmax(-1) for i in range(0, len(images), batch)])
+    return 100.0 * ((predicted == labels) & ~refused).sum().item() / len(images)
 
 
 def main() -> None:
@@ -61,9 +74,10 @@ def main() -> None:
     inputs = degraded_inputs(images.numpy(), dataset)
     print(f"{len(images)} test digits x {len(CONDITIONS)} conditions prepared in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
-    print("| condition | " + " | ".join(args.runs) + " |\n|---|" + "---|" * len(args.runs))
-    for name, batch in inputs.items():
-        print(f"| {name} | " + " | ".join(f"{accuracy(m.eval(), batch, labels):.2f}" for m in models.values()) + " |")
+    print("| condition | refused as blank | " + " | ".join(args.runs) + " |\n|---|---|" + "---|" * len(args.runs))
+    for name, (batch, refused) in inputs.items():
+        print(f"| {name} | {int(refused.sum())} | "
+              + " | ".join(f"{accuracy(m.eval(), batch, labels, refused):.2f}" for m in models.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -268,6 +268,7 @@ class Trainer:
     state: TrainerState      # the position, saved with every checkpoint
     stop: StopRequest
     on_epoch: EpochHook | None = None  # told each evaluated epoch's numbers; True stops the run there (pruning)
+    last_in_process: bool = True       # False: more runs follow in this process (tune.py's trials)
 
 
 # Told an evaluated epoch's numbers (``end_epoch``'s), after its checkpoint; returns True to end the run there as
@@ -297,11 +298,13 @@ def seed_process(acc: Accelerator, seed: int) -> None:
     set_seed(seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
 
 
-def train(args: ParsedArgs, on_epoch: EpochHook | None = None, selection: bool = False) -> int:
+def train(args: ParsedArgs, on_epoch: EpochHook | None = None, selection: bool = False,
+          last_in_process: bool = True) -> int:
     """Run (or resume) one training run; returns the process exit code.
 
     ``selection``: a model-selection run (tune.py's trials), scored on the validation split only: the test set is
     neither loaded nor evaluated, so no choice made from the run can have seen it. ``on_epoch``: see ``EpochHook``.
+    ``last_in_process=False``: another run follows in this process, so the process group outlives this one.
     """
     acc = make_accelerator(args.options.logdir)
     with open_run(acc, args) as run:
@@ -330,7 +333,8 @@ def train(args: ParsedArgs, on_epoch: EpochHook | None = None, selection: bool =
                   f"{steps_per_epoch} steps per epoch")
         summary = train_epochs(Trainer(run=run, learner=learner, train_batches=train_batches,
                                        test_batches=test_batches, val_batches=val_batches, splits=splits,
-                                       state=state, stop=StopRequest(), on_epoch=on_epoch))
+                                       state=state, stop=StopRequest(), on_epoch=on_epoch,
+                                       last_in_process=last_in_process))
         if summary is None:
             return EXIT_INTERRUPTED
     score = next((f" | {split} accuracy {summary[f'{split}_accuracy']:.2f}%" for split in ("test", "val")
@@ -355,7 +359,7 @@ def train_epochs(t: Trainer) -> dict[str, Any] | None:
             path = save_checkpoint(t)
             if interrupted:
                 acc.print(f"interrupted at step {state.step}: saved {path}. Resume with: {opts.resume_command()}")
-                acc.end_training()
+                end_run(t)
                 return None
             if epoch.stopped == "max_steps":
                 acc.print(f"stopped at --max-steps {opts.max_steps}")
@@ -363,8 +367,19 @@ def train_epochs(t: Trainer) -> dict[str, Any] | None:
             if t.on_epoch is not None and summary and t.on_epoch(summary):
                 break
     save_weights(t)
-    acc.end_training()
+    end_run(t)
     return summary
+
+
+def end_run(t: Trainer) -> None:
+    """accelerate's ``end_training`` (close the trackers, destroy the process group), except that the process group
+    is kept when another run follows in this process: its next collective would find none."""
+    acc = t.learner.accelerator
+    if t.last_in_process:
+        acc.end_training()
+    else:
+        for tracker in acc.trackers:
+            tracker.finish()
 
 
 def train_one_epoch(t: Trainer) -> EpochResult:
@@ -541,7 +556,8 @@ def _log_predictions(t: Trainer, epoch_label: str) -> None:
         preds = model(images).argmax(dim=-1).cpu()
     png = tracking.prediction_grid(images.cpu(), preds, shown.labels[:n], epoch_label,
                                    DATASETS[t.run.recipe.dataset].classes)
-    tracking.log_png(_writer(acc), tracking.PREDICTIONS, png, t.state.step)
+    tag = tracking.PREDICTIONS if t.splits.test is not None else tracking.VAL_PREDICTIONS
+    tracking.log_png(_writer(acc), tag, png, t.state.step)
 
 
 def _writer(acc: Accelerator) -> Any:

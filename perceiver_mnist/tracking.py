@@ -28,6 +28,7 @@ ELAPSED = "time/elapsed_s"             # wall time since the run started, summed
 MEMORY = "system/rss_mb"               # resident memory of the main process at the epoch's end (leaks show here)
 # --- image tag ---
 PREDICTIONS = "test/predictions"       # a grid of test digits titled with predicted / true class
+VAL_PREDICTIONS = "val/predictions"    # the same of validation images, in a selection run (no test set read)
 
 EPOCH_SCALARS = [TRAIN_LOSS, SAMPLES_PER_S, TEST_LOSS, TEST_ACCURACY, TEST_SAMPLES, EPOCH,
                  EPOCH_TIME, EVAL_TIME, ELAPSED, MEMORY]

@@ -349,11 +349,9 @@ def load_or_create_study(args: TuneArgs, pruner: Any = None, seed: int = 0) -> A
     created with the same search space and fixed flags."""
     optuna = _optuna()
     space = {s.field: s.text() for s in args.specs}
-    fixed = [t for t in args.base_argv]
-    journal = os.path.join(args.study_dir, JOURNAL_FILE)
-    exists = os.path.isfile(journal) if not args.options.storage else None
-    if exists is False and os.path.isdir(args.study_dir) and any(
-            n.startswith("trial-") for n in os.listdir(args.study_dir)):
+    fixed = list(args.base_argv)
+    no_journal = not args.options.storage and not os.path.isfile(os.path.join(args.study_dir, JOURNAL_FILE))
+    if no_journal and os.path.isdir(args.study_dir) and any(n.startswith("trial-") for n in os.listdir(args.study_dir)):
         raise UserError(f"{args.study_dir} holds trials but no {JOURNAL_FILE}; pick another --study name")
     storage = open_storage(args, create=not args.options.report)
     pruner = pruner if pruner is not None else make_pruner(args.options.pruner)
@@ -372,15 +370,15 @@ def load_or_create_study(args: TuneArgs, pruner: Any = None, seed: int = 0) -> A
     if args.options.report and not args.specs:  # --report alone: the study's own space
         args.specs[:] = [parse_search(f"{k}={v}") for k, v in study.user_attrs.get("search", {}).items()]
         return study
-    # A resumed session (or another worker) draws other numbers than the first: seeded by the trials so far too.
-    worker = int(os.environ.get(WORKER_VARIABLE, "0"))
-    import numpy as np
-    study.sampler = _sampler(args, int(np.random.SeedSequence([seed, worker, len(study.trials)]).generate_state(1)[0]))
     if study.user_attrs.get("search") != space or study.user_attrs.get("fixed") != fixed:
         was = " ".join(f"--search {k}={v}" for k, v in (study.user_attrs.get("search") or {}).items())
         raise UserError(f"study {args.options.study!r} exists with another search space or fixed flags ({was} "
                         f"{shlex.join(study.user_attrs.get('fixed') or [])}); repeat those to resume it, or pick "
                         f"another --study name")
+    # A resumed session (or another worker) draws other numbers than the first: seeded by the trials so far too.
+    import numpy as np
+    worker = int(os.environ.get(WORKER_VARIABLE, "0"))
+    study.sampler = _sampler(args, int(np.random.SeedSequence([seed, worker, len(study.trials)]).generate_state(1)[0]))
     return study
 
 
@@ -410,11 +408,17 @@ def fail_dead_trials(study: Any) -> list[int]:
         worker = trial.user_attrs.get(WORKER_ATTR)
         if worker is None or _alive(worker) is not False:
             continue
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs)
         failed.append(trial.number)
-        if RETRY_ATTR not in trial.user_attrs:
-            study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
     return failed
+
+
+def fail_and_queue_again(study: Any, number: int, params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
+    """Mark an unfinished trial failed (it never counts) and queue its recipe once more, unless it was a repeat
+    already: a recipe that kills its worker twice is not tried a third time."""
+    study.tell(number, state=_optuna().trial.TrialState.FAIL)
+    if RETRY_ATTR not in user_attrs:
+        study.enqueue_trial(params, user_attrs={RETRY_ATTR: number})
 
 
 def _counts(study: Any) -> tuple[int, int]:
@@ -482,23 +486,19 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
 
     _reset_compiler()
     try:
-        code = train(parsed, on_epoch=on_epoch, selection=True)
-    except NonFiniteLoss as err:
+        code = train(parsed, on_epoch=on_epoch, selection=True, last_in_process=False)
+    except NonFiniteLoss as err:  # the recipe diverged: a result of the search, not worth repeating
         if trial is not None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             print(f"tune.py: trial {number} failed: {err}", flush=True)
         return TrialResult("FAIL", message=str(err))
-    except BaseException:
-        if trial is not None:  # interrupted, or a problem every trial would have: not a result of the recipe
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            if RETRY_ATTR not in trial.user_attrs:
-                study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: number})
+    except BaseException:  # a second Ctrl-C, or a problem every trial would have: not a result of the recipe
+        if trial is not None:
+            fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs)
         raise
     if code == EXIT_INTERRUPTED:
         if trial is not None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            if RETRY_ATTR not in trial.user_attrs:
-                study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: number})
+            fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs)
         return TrialResult("INTERRUPTED")
     if trial is None:
         return TrialResult("PRUNED" if pruned[0] else "COMPLETE")
@@ -513,8 +513,8 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
 
 
 def _reset_compiler() -> None:
-    """Each trial compiles its own model: forget the last trial's graphs, or dynamo's recompile limit (8 per
-    function) is reached after a few trials and the rest run eager. Only when dynamo was ever imported."""
+    """Each trial compiles its own model: forget the last trial's graphs, so that dynamo's recompile limit (per
+    function) is not spent by earlier trials. Only when dynamo was ever imported."""
     if "torch._dynamo" in sys.modules:
         sys.modules["torch._dynamo"].reset()
 
@@ -565,6 +565,7 @@ def run_study(args: TuneArgs, pruner: Any = None) -> int:
                             f"e.g. a lower --search lr range")
     if acc_state.is_main_process:
         print(report(args, study))
+    acc_state.destroy_process_group()  # what the last trial's end_training would have done
     return 0
 
 
@@ -618,19 +619,30 @@ def _without_workers(argv: list[str]) -> list[str]:
 # The answer
 # ----------------------------------------------------------------------------------------------------------
 
-def pruning_savings(trials: Sequence[Any]) -> tuple[float, float]:
-    """(seconds the finished trials took, seconds the pruned ones would have taken more had they run all their
-    epochs), from each pruned trial's own time per epoch."""
-    spent = saved = 0.0
+@dataclass
+class Savings:
+    """What pruning saved the finished trials: in epochs (exact) and in seconds (from each pruned trial's own time
+    per epoch, start-up included, so an estimate)."""
+
+    epochs_run: int = 0
+    epochs_planned: int = 0       # had every finished trial run its whole schedule
+    seconds_run: float = 0.0
+    seconds_saved: float = 0.0
+
+
+def pruning_savings(trials: Sequence[Any]) -> Savings:
+    saved = Savings()
     for t in trials:
         if t.state.name not in ("COMPLETE", "PRUNED") or t.duration is None:
             continue
         seconds = t.duration.total_seconds()
-        spent += seconds
         done, planned = len(t.intermediate_values), t.user_attrs.get(EPOCHS_ATTR, 0)
+        saved.epochs_run += done
+        saved.epochs_planned += max(planned, done)
+        saved.seconds_run += seconds
         if t.state.name == "PRUNED" and done and planned > done:
-            saved += seconds / done * (planned - done)
-    return spent, saved
+            saved.seconds_saved += seconds / done * (planned - done)
+    return saved
 
 
 def report(args: TuneArgs, study: Any) -> str:
@@ -649,13 +661,15 @@ def report(args: TuneArgs, study: Any) -> str:
                   f"{len(best.intermediate_values)} epochs ({TRIAL_DIR.format(number=best.number)}/). Its recipe:",
                   "", "    " + train_command(best.user_attrs[TRAIN_ARGS_ATTR]), "",
                   "(without --val-size it trains on every training image and is scored on the test set)", ""]
-    spent, saved = pruning_savings(trials)
-    if spent:
-        lines += [f"Time: {spent / 60:.1f} min of training; pruning saved about {saved / 60:.1f} min "
-                  f"({100 * saved / (spent + saved):.0f}% of {(spent + saved) / 60:.1f} min unpruned, from the "
-                  f"pruned trials' own time per epoch).", ""]
+    saved = pruning_savings(trials)
+    if saved.epochs_planned:
+        unpruned = saved.seconds_run + saved.seconds_saved
+        lines += [f"Pruning: the finished trials ran {saved.epochs_run} of their {saved.epochs_planned} epochs "
+                  f"({100 * (1 - saved.epochs_run / saved.epochs_planned):.0f}% saved); they took "
+                  f"{saved.seconds_run / 60:.1f} min, about {unpruned / 60:.1f} min unpruned (from each pruned "
+                  f"trial's own time per epoch).", ""]
     names = [s.field for s in args.specs]
-    lines += ["| trial | state | " + " | ".join(names) + " | epochs | validation % | minutes |",
+    lines += ["| trial | state | " + " | ".join(names) + " | epochs run | validation % | minutes |",
               "|---|---|" + "---|" * len(names) + "---|---|---|"]
     for t in sorted(trials, key=lambda t: (t.value is None, -(t.value or 0), t.number)):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
@@ -686,6 +700,7 @@ def draw_figures(args: TuneArgs, study: Any, top: int = 5) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     optuna = _optuna()
     from optuna.visualization import matplotlib as ovm
 
@@ -714,10 +729,12 @@ def draw_figures(args: TuneArgs, study: Any, top: int = 5) -> list[str]:
         for t in curves:
             steps = sorted(t.intermediate_values)
             mine = t.number in best
-            ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o" if mine else None,
+            # a marker on the others too: a trial pruned at its first epoch has one point and no line
+            ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o" if mine else ".",
                     alpha=1.0 if mine else 0.25, lw=1.8 if mine else 1.0, color=None if mine else "grey",
                     label=f"trial {t.number}" if mine else None)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel("validation accuracy (%)")
         values = [v for t in curves for v in t.intermediate_values.values()]
         ax.set_ylim(max(min(values), max(values) - 10), max(values) + 0.3)

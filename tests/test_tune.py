@@ -99,6 +99,7 @@ def test_trials_are_runs_scored_on_validation_and_pruned(pruned_study) -> None:
     assert "pruned after epoch 1" in result.stdout
     report = (logdir / "s" / tune.REPORT_FILE).read_text()
     assert "4 finished trials (2 pruned, 0 failed)" in report
+    assert "ran 8 of their 12 epochs (33% saved)" in report  # two trials of 3 epochs, two pruned after 1
     for png in ("history.png", "importances.png", "curves.png"):
         assert (logdir / "s" / png).stat().st_size > 5000, png
 
@@ -112,6 +113,37 @@ def test_best_command_trains_the_best_recipe(pruned_study) -> None:
     saved = json.loads((logdir / "s" / f"trial-{best.number}" / "config.json").read_text())["recipe"]
     assert recipe_to_dict(resolve_recipe(parse_args(argv))) == saved
     assert f"Best: trial {best.number}, validation accuracy {best.value:.2f}%" in result.stdout
+
+
+def test_a_trial_is_a_run_like_any_other(pruned_study, tmp_path: Path, monkeypatch) -> None:
+    """figures.py compares trials on the validation split; predict.py, export.py and the demo use a trial's model."""
+    from PIL import Image
+
+    from perceiver_mnist import figures
+    from perceiver_mnist.demo import describe
+
+    from .conftest import synthetic_digits
+    from .test_figures import keep_figures
+
+    logdir, _ = pruned_study
+    study_dir = logdir / "s"
+    drawn = keep_figures(monkeypatch)
+    figures.make_figures(str(study_dir), "trial-0", compare=["trial-1"], model_figures=False, fmt="svg")
+    ax_acc, _ = drawn["compare"].axes
+    assert ax_acc.get_title() == "Validation accuracy"
+    for name in ("trial-0", "trial-1"):  # each line is its own trial's validation curve
+        values = read_events(str(study_dir / name)).scalars[tracking.VAL_ACCURACY].values
+        [line] = [ln for ln in ax_acc.get_lines() if ln.get_label().startswith(f"{name} (best")]
+        assert list(line.get_ydata()) == values
+    image, _ = synthetic_digits(1, seed=5)
+    Image.fromarray(image[0]).save(tmp_path / "digit.png")
+    predicted = run_python("predict.py", "--logdir", str(study_dir), "--run", "trial-0", str(tmp_path / "digit.png"))
+    assert predicted.returncode == 0 and "digit.png" in predicted.stdout, predicted.stderr
+    exported = run_python("export.py", "--logdir", str(study_dir), "--run", "trial-0", "--format", "hf", "--out",
+                          str(tmp_path / "hf"))
+    assert exported.returncode == 0 and (tmp_path / "hf" / "model.safetensors").is_file(), exported.stderr
+    line = describe(str(study_dir / "trial-0"), "trial-0", 123)
+    assert line.startswith("Model: run `trial-0`") and "test accuracy" not in line  # it scored no test set
 
 
 def test_report_alone_reads_the_study(pruned_study) -> None:
@@ -169,6 +201,24 @@ def test_two_workers_fill_one_study(data_dir: Path, tmp_path: Path) -> None:
 
 
 SEARCH = ["--search", "lr=log:1e-3..1e-2"]
+
+
+def test_a_study_on_two_processes(data_dir: Path, tmp_path: Path) -> None:
+    """accelerate launch tune.py: rank 0 asks Optuna and tells the others each trial's flags and each pruning
+    decision; every trial trains on both processes."""
+    from .conftest import ACCELERATE
+
+    cmd = [ACCELERATE, "launch", "--config_file", str(ROOT / "accelerate_configs" / "multi_cpu.yaml"),
+           str(ROOT / "tune.py"), *study_argv(data_dir, tmp_path, "d", "--trials", "2", "--pruner", "none")]
+    result = subprocess.run(cmd, cwd=ROOT, env=offline_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(tmp_path, "d")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:
+        config = json.loads((tmp_path / "d" / f"trial-{trial.number}" / "config.json").read_text())
+        assert config["num_processes"] == 2
+    assert result.stdout.count("tune.py: trial 1 ") == 1  # one process speaks for the study
+    assert result.stdout.count("# Study d") == 1
 
 
 @pytest.mark.parametrize("args, words", [
