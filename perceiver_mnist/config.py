@@ -253,34 +253,27 @@ class RunOptions:
 # Named recipes: overrides on top of the ``Recipe`` defaults (which are the ``default`` preset).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    # The default's model at a global batch of 1,024 (59 steps per epoch instead of 469): GPUs run a step of 1,024
-    # about as fast as one of 128. Scaled from the default for 8x the batch: lr x 4 (8**(2/3), between the square-root
-    # and linear rules for Adam); weight decay so that lr * weight_decay * steps per epoch (the weights' decay per
-    # epoch) is unchanged; the weight average's cap so that it spans as many epochs (0.9998**8); 3 epochs of warm-up
-    # (177 steps, not 59); 80 epochs, since with 1/8 of the steps 60 ended lower. On the validation split it ended
-    # 0.08 points below the default (docs/model-selection.md, round 11).
+    # Why each preset is what it is, and the rounds that chose it: docs/presets.md and docs/model-selection.md.
+    # The default's model and recipe at a global batch of 1,024, for GPUs, which run a step of 1,024 about as fast as
+    # one of 128; every batch-dependent setting is scaled for 8x the batch (lr, weight decay per epoch, the weight
+    # average's span, warm-up, epochs).
     "gpu": dict(epochs=80, batch_size=1024, lr=8e-3, weight_decay=0.1, warmup_epochs=3.0, ema_decay=0.9984),
-    # A good model on a laptop CPU in minutes: the default's schedule over 10 epochs with a weight average that short
-    # a run can follow (0.999: about 1,000 steps), half an epoch of warm-up, and a cheaper, quicker-learning model:
-    # a convolutional stem instead of the token block (local features from the first step), 2 latent blocks instead
-    # of 4 (they set the step's cost on a CPU). Chosen on the validation split, docs/model-selection.md, round 12.
+    # A good model on a laptop CPU in minutes: a short schedule with a weight average that short a run can follow,
+    # a convolutional stem (local features from the first step) instead of the token block, and 2 latent blocks,
+    # since they set the step's cost on a CPU.
     "fast": dict(adapter="conv", token_depth=0, depth=2, epochs=10, warmup_epochs=0.5, ema_decay=0.999),
-    # Fashion-MNIST's recipe (train.py --dataset fashion-mnist without --preset): the default's schedule, with the
-    # distortions that fit clothes instead of handwriting (mirrors and whole-pixel crops; no rotation or zoom), and
-    # more of the model in the convolutional stem than in the latents: a stem twice the fast preset's width, tokens
-    # of 128, 3 latent blocks instead of 4 (1.15 M parameters). Clothes are told apart by local texture and shape
-    # (shirt, T-shirt, pullover, coat): this model ended 1.5 points above the previous fashion preset's (the narrow
-    # stem's 49 tokens of 64 read by 4 latent blocks) in a 10-epoch screen on validation. No random
-    # erasing or token dropout: over 60 epochs erasing did not raise the narrow model's accuracy. Chosen on
-    # Fashion-MNIST's validation split, docs/model-selection.md, rounds 13-14; round 15's five changes to it did
-    # not beat it by more than the split's noise. CutMix on half the images (Yun et al.'s CIFAR setting): by the
-    # end of the schedule the model fits its training set, and pasted patches with mixed labels keep it learning;
-    # over 60 epochs it ended 1.04 points above the same recipe without it on validation (round 17).
+    # A finished 99% model in about two minutes on a laptop CPU: `fast`'s stem with one latent block, batches of 256
+    # (half the steps, each no slower per image on a CPU), a short warm-up and a weight average short enough for 5
+    # epochs. Found by tune.py on the validation split (docs/model-selection.md, round 19).
+    "sprint": dict(adapter="conv", token_depth=0, depth=1, epochs=5, batch_size=256, lr=4.12e-3, warmup_epochs=0.22,
+                   ema_decay=0.998),
+    # Fashion-MNIST's recipe (train.py --dataset fashion-mnist without --preset): the distortions that fit clothes
+    # (mirrors, crops; no rotation or zoom), more of the model in a wider convolutional stem than in the latents
+    # (clothes differ by local texture and shape), and CutMix on half the images, which keeps the model learning once
+    # it fits its training set. No erasing or token dropout: they did not help.
     "fashion": dict(dataset="fashion-mnist", adapter="conv", stem_channels=32, token_dim=128, token_depth=0, depth=3,
                     token_dropout=0.0, translate=0, rotate=0.0, scale=0.0, crop=2, hflip=0.5, cutmix=1.0,
                     mix_prob=0.5),
-    # The Colab notebook this project started from, faithfully: one 784-dim token per image, a fixed zero
-    # query of width 32, MSE on one-hot labels, Adam 1e-4 decayed by 0.9 per epoch.
     "seed": dict(
         adapter="image", token_dim=0, num_latents=256, latent_dim=512, depth=6, cross_heads=1,
         cross_dim_head=64, latent_heads=8, latent_dim_head=64, queries_dim=32, query="zeros", decoder_ff=False,

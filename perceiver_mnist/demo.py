@@ -154,7 +154,11 @@ def describe(path: str, run_name: str | None, parameters: int) -> str:
     summary = training_summary(path)  # None without event files (an exported folder)
     if summary:
         images = f" of {int(summary['test_images']):,} test images" if summary["test_images"] else ""
-        parts.append(f"test accuracy {summary['final']:.2f}%{images} after epoch {summary['epochs']:g}")
+        epochs = summary["epochs"]
+        # A run that --max-steps stopped mid-epoch is at a fraction of an epoch: its steps say where, plainly.
+        when = (f"epoch {epochs:g}" if float(epochs).is_integer()
+                else f"{summary['steps']:,} steps ({epochs:.2f} epochs)")
+        parts.append(f"test accuracy {summary['final']:.2f}%{images} after {when}")
     return ", ".join(parts) + "."
 
 

@@ -42,6 +42,13 @@ def is_run(path: str) -> bool:
         or os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)))
 
 
+def newest_finished_run(logdir: str) -> str | None:
+    """The name of the run under ``logdir`` whose final weights were written last (None when no run finished)."""
+    finished = [(os.path.getmtime(os.path.join(logdir, name, WEIGHTS_FILE)), name) for name in list_runs(logdir)
+                if os.path.isfile(os.path.join(logdir, name, WEIGHTS_FILE))]
+    return max(finished)[1] if finished else None
+
+
 def unknown_run_error(logdir: str, name: str) -> UserError:
     runs = list_runs(logdir)
     known = f"runs in {logdir}: {', '.join(runs)}" if runs else f"there are no runs in {logdir!r}"

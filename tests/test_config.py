@@ -25,7 +25,7 @@ def test_every_field_is_a_flag_with_help_and_its_default():
         described = "".join(f.metadata["help"].split()) + "("  # the whole help text, then the default(s)
         assert described in flat, flag
         assert flat.split(described, 1)[1].startswith(("default:", "presets:")), flag
-    assert "presets: default=0.002, gpu=0.008, fast=0.002, fashion=0.002, seed=0.0001, tiny=0.002" in " ".join(
+    assert "presets: default=0.002, gpu=0.008, fast=0.002, sprint=0.00412, fashion=0.002, seed=0.0001, tiny=0.002" in " ".join(
         help_text.split())
 
 
@@ -109,7 +109,7 @@ def test_a_hand_edited_saved_recipe_is_checked_like_flags(change, message):
 def test_unknown_preset_is_refused():
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         preset("huge")
-    assert set(PRESETS) == {"seed", "default", "gpu", "fast", "fashion", "tiny"}
+    assert set(PRESETS) == {"seed", "default", "gpu", "fast", "sprint", "fashion", "tiny"}
 
 
 def test_the_gpu_preset_is_the_default_model_at_a_large_batch_with_its_schedule_scaled():
@@ -142,7 +142,7 @@ def test_bad_flags_get_one_line_and_exit_2(flags, message):
 def test_help_exits_zero_and_lists_presets():
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
-    assert result.returncode == 0 and "{default,gpu,fast,fashion,seed,tiny}" in result.stdout
+    assert result.returncode == 0 and "{default,gpu,fast,sprint,fashion,seed,tiny}" in result.stdout
 
 
 def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was_trained_with():

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from perceiver_mnist.demo import SEEN_SIDE, Demo
+from perceiver_mnist import tracking
+from perceiver_mnist.demo import SEEN_SIDE, Demo, describe
 from perceiver_mnist.pictures import write_picture
 from perceiver_mnist.predict import open_picture, predict_paths
 
@@ -114,6 +115,20 @@ def test_the_line_on_the_run_gives_preset_parameters_and_logged_test_accuracy(ti
     assert demo.about == "Model: run `demo`, 1,390,474 parameters."
 
 
+def test_a_run_stopped_mid_epoch_is_placed_by_its_steps(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    saved_run(tmp_path / "short", "tiny")
+    # Evaluated where --max-steps 400 stopped, in an epoch of 469 steps.
+    logged = {tracking.TEST_ACCURACY: 94.0, tracking.TEST_SAMPLES: 10_000, tracking.EPOCH: 400 / 469}
+    with SummaryWriter(str(tmp_path / "short")) as writer:
+        for tag, value in logged.items():
+            writer.add_scalar(tag, value, 400)
+    about = describe(str(tmp_path / "short"), "short", 12_442)
+    assert "test accuracy 94.00% of 10,000 test images after 400 steps (0.85 epochs)." in about
+    assert "epoch 0.8" not in about
+
+
 # ----------------------------------------------------------------------------------------------------------
 # demo.py's errors: one line, exit 2, before any server starts
 # ----------------------------------------------------------------------------------------------------------
@@ -143,6 +158,58 @@ def test_demo_py_refuses_what_it_cannot_serve_in_one_line(tmp_path, model_dir):
     refused(without_gradio, 'the demo needs Gradio, an optional extra: pip install -e ".[demo]"')
     help_text = demo_py("--help").stdout
     assert all(flag in help_text for flag in ("--run", "--model", "--logdir", "--host", "--port"))
+
+
+def test_without_a_run_the_newest_finished_one_is_shown(tmp_path):
+    import os
+
+    from perceiver_mnist.runs import newest_finished_run
+
+    runs = tmp_path / "runs"
+    assert newest_finished_run(str(runs)) is None
+    for age, name in ((300, "older"), (100, "newer"), (200, "middle")):
+        saved_run(runs / name, "tiny")
+        os.utime(runs / name / "model.safetensors", (1e9 - age, 1e9 - age))
+    (runs / "training").mkdir()
+    shutil.copy(runs / "older" / "config.json", runs / "training")  # started, not finished: never chosen
+    assert newest_finished_run(str(runs)) == "newer"
+
+
+def test_a_first_demo_trains_a_model_then_serves_it(data_dir, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import offline_env
+
+    runs = tmp_path / "runs"
+    with socket.socket() as taken:  # a port in use is told before a minute of training, not after
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = demo_py("--logdir", str(runs), "--data-dir", str(data_dir), "--preset", "tiny", "--port",
+                       str(taken.getsockname()[1]))
+    assert busy.returncode == 2 and "is in use" in busy.stderr and not runs.exists()
+    proc = subprocess.Popen([sys.executable, "demo.py", "--logdir", str(runs), "--data-dir", str(data_dir),
+                             "--preset", "tiny", "--port", str(free_port())], cwd=ROOT,
+                            # Gradio checks its own page over HTTP: loopback past the dead proxy of the offline env
+                            env={**offline_env(), "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Open http" in line or not line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    out = "".join(lines)
+    assert "no finished run under" in out and "--preset tiny" in out, out
+    [name] = [p.name for p in runs.iterdir()]
+    assert name.startswith("tiny-") and (runs / name / "model.safetensors").is_file()
+    assert f"run `{name}`" in out and "Open http://127.0.0.1:" in out, out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -238,7 +305,8 @@ def test_in_a_browser_drawing_a_digit_and_an_example_show_the_answer(server, dem
         predicted = message().split(" (")[0]
         assert predicted in demo.classes
         assert page.find_element(By.ID, "label").text.split("\n")[:2] == ["Top classes", predicted]
-        assert page.find_elements(By.CSS_SELECTOR, "#seen img") and page.find_elements(By.CSS_SELECTOR, "#attention img")
+        assert page.find_elements(By.CSS_SELECTOR, "#seen img")
+        assert page.find_elements(By.CSS_SELECTOR, "#attention img")
         page.save_screenshot(str(tmp_path / "drawn.png"))
 
         page.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Clear canvas']").click()
