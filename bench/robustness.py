@@ -3,7 +3,7 @@ scaled back up (low-resolution scans), with thinner or thicker strokes. Each deg
 predict.py's preprocessing (``predict.preprocess``: ink found, cropped, scaled, centred) as a user's picture would,
 and the "clean" row sends the undegraded digits the same way.
 
-    python bench/robustness.py --data-dir ../shared/data --logdir runs RUN [RUN ...] [--images 10000]
+    python bench/robustness.py --data-dir ../shared/data --logdir runs RUN [RUN ...] [--images 10000] [--split val]
 
 Prints one markdown table: a row per condition, a column per run (test accuracy in percent; a digit that
 preprocessing refuses as blank counts as wrong, as predict.py gives it no class).
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from perceiver_mnist.data import load_test_set, to_float  # noqa: E402
+from perceiver_mnist.data import SELECTION_VAL_SIZE, load_datasets, load_test_set, to_float  # noqa: E402
 from perceiver_mnist.model import load_model  # noqa: E402
 from perceiver_mnist.pictures import DEGRADATIONS  # noqa: E402
 from perceiver_mnist.predict import NotAPicture, preprocess  # noqa: E402
@@ -61,19 +61,23 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="Runs to compare (directories under --logdir).")
     parser.add_argument("--logdir", default=os.path.join(ROOT, "runs"))
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
-    parser.add_argument("--images", type=int, default=10000, help="The first N test digits (default: all).")
+    parser.add_argument("--images", type=int, default=10000, help="The first N digits (default: all).")
+    parser.add_argument("--split", choices=["test", "val"], default="test",
+                        help="The test set, or the validation split that --val-size 5000 holds out (to choose a "
+                             "recipe by: runs trained with it never saw those images).")
     args = parser.parse_args()
     models = {name: load_model(find_run(args.logdir, name)) for name in args.runs}
     datasets = {m.recipe.dataset for m in models.values()}
     if len(datasets) != 1:
         sys.exit(f"robustness.py: the runs were trained on different datasets ({sorted(datasets)})")
     dataset = datasets.pop()
-    test = load_test_set(args.data_dir, dataset)
-    images, labels = test.images[:args.images], test.labels[:args.images]
+    split = (load_test_set(args.data_dir, dataset) if args.split == "test" else
+             load_datasets(args.data_dir, dataset, SELECTION_VAL_SIZE, test=False).val)
+    images, labels = split.images[:args.images], split.labels[:args.images]
     start = time.perf_counter()
     inputs = degraded_inputs(images.numpy(), dataset)
-    print(f"{len(images)} test digits x {len(CONDITIONS)} conditions prepared in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)
+    print(f"{len(images)} {args.split} digits x {len(CONDITIONS)} conditions prepared in "
+          f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     print("| condition | refused as blank | " + " | ".join(args.runs) + " |\n|---|---|" + "---|" * len(args.runs))
     for name, (batch, refused) in inputs.items():
         print(f"| {name} | {int(refused.sum())} | "

@@ -237,9 +237,11 @@ ELASTIC_GRID = 5
 
 def augment(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """The recipe's random distortions of a float batch ``(B, 1, H, W)``, per image, on x's device, in this order:
-    crop (whole-pixel shift), affine transform and elastic distortion, mirror, erasing. Each is skipped, drawing no
-    random numbers, when its strength is zero (so adding one leaves the others' draws, and MNIST's runs, as they
-    were); all zero returns ``x``."""
+    low-resolution scan, crop (whole-pixel shift), affine transform and elastic distortion, mirror, erasing. Each is
+    skipped, drawing no random numbers, when its strength is zero (so adding one leaves the others' draws, and
+    MNIST's runs, as they were); all zero returns ``x``."""
+    if recipe.downscale:
+        x = random_downscale(x, recipe.downscale)
     if recipe.crop:
         x = random_crop(x, recipe.crop)
     x = random_warp(x, recipe.translate, recipe.rotate, recipe.scale, recipe.elastic)
@@ -248,6 +250,30 @@ def augment(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     if recipe.erase:
         x = random_erase(x, recipe.erase)
     return x
+
+
+# The sides a low-resolution scan is averaged down to before it is scaled back up: from half the image's (14) to a
+# quarter (7). A model whose stem learned MNIST's sharp strokes reads an 8x8 scan poorly (BENCHMARKS.md, "digits that
+# are not drawn like MNIST's").
+DOWNSCALE_SIDES = (7, 8, 10, 14)
+
+
+def random_downscale(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Each image, with probability ``p``, averaged down to one of ``DOWNSCALE_SIDES`` pixels a side (drawn per image)
+    and scaled back up bicubically, with its brightest pixel restored: a low-resolution scan as predict.py reads it
+    (its preprocessing stretches the ink back to white). Every side is computed for the whole batch and each image
+    picks its own: a few tiny interpolations, no host read."""
+    b = x.shape[0]
+    hit = torch.rand(b, device=x.device) < p
+    side = torch.randint(len(DOWNSCALE_SIDES), (b,), device=x.device)
+    peak = x.amax(dim=(-2, -1), keepdim=True)
+    out = x
+    for i, s in enumerate(DOWNSCALE_SIDES):
+        small = F.interpolate(x, size=(s, s), mode="area")
+        back = F.interpolate(small, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        back = (back * peak / back.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)).clamp(0, 1)
+        out = torch.where((hit & (side == i))[:, None, None, None], back, out)
+    return out
 
 
 def random_warp(x: torch.Tensor, translate: float, rotate: float, scale: float, elastic: float) -> torch.Tensor:

@@ -21,10 +21,8 @@ worker was killed is found here by its recorded process (``fail_dead_trials``) a
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import re
 import shlex
 import socket
 import subprocess
@@ -33,7 +31,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-from .config import (PRESETS, OneLineParser, Recipe, _add_fields, _f, _flag, build_parser, parse_args,
+from .config import (OneLineParser, Recipe, _add_fields, _f, _flag, build_parser, parse_args,
                      resolve_recipe)
 from .data import SELECTION_VAL_SIZE
 from .errors import EXIT_INTERRUPTED, NonFiniteLoss, UserError, in_multi_process_run
@@ -556,7 +554,7 @@ def run_study(args: TuneArgs, pruner: Any = None) -> int:
             break
         if result.state == "INTERRUPTED":
             if acc_state.is_main_process:
-                print(f"tune.py: interrupted; the unfinished trial is queued again. Resume with the same command",
+                print("tune.py: interrupted; the unfinished trial is queued again. Resume with the same command",
                       flush=True)
             return EXIT_INTERRUPTED
         failures += result.state == "FAIL"

@@ -25,8 +25,8 @@ def test_every_field_is_a_flag_with_help_and_its_default():
         described = "".join(f.metadata["help"].split()) + "("  # the whole help text, then the default(s)
         assert described in flat, flag
         assert flat.split(described, 1)[1].startswith(("default:", "presets:")), flag
-    assert "presets: default=0.002, gpu=0.008, fast=0.002, sprint=0.00412, fashion=0.002, seed=0.0001, tiny=0.002" in " ".join(
-        help_text.split())
+    lrs = "presets: default=0.002, gpu=0.008, fast=0.002, sprint=0.00412, fashion=0.002, seed=0.0001, tiny=0.002"
+    assert lrs in " ".join(help_text.split())
 
 
 def test_seed_preset_is_the_seed_recipe():
@@ -152,13 +152,13 @@ def test_a_recipe_saved_before_a_field_was_added_loads_with_the_behaviour_it_was
     del saved["token_dropout"]  # and before --token-dropout: every token seen
     del saved["inverted_cross_attn"]  # and before --inverted-cross-attn: the usual softmax over the tokens
     del saved["token_depth"]  # and before --token-depth: no blocks over the input tokens
-    for name in ("crop", "hflip", "erase", "stem_channels", "stem_depth", "mixup", "cutmix", "mix_prob"):
+    for name in ("crop", "hflip", "erase", "stem_channels", "stem_depth", "mixup", "cutmix", "mix_prob", "downscale"):
         del saved[name]  # none of them, no conv stem
     old = recipe_from_dict(saved, "old run")
     assert (old.lr_floor, old.elastic, old.token_dropout, old.inverted_cross_attn, old.token_depth) == (
         0.0, 0.0, 0.0, False, 0)
     assert (old.crop, old.hflip, old.erase, old.adapter, old.stem_depth) == (0, 0.0, 0.0, "patches", 0)
-    assert (old.mixup, old.cutmix, old.mix_prob) == (0.0, 0.0, 1.0)
+    assert (old.mixup, old.cutmix, old.mix_prob, old.downscale) == (0.0, 0.0, 1.0, 0.0)
     del saved["ema_decay"]  # a field whose default changed is not guessed
     with pytest.raises(UserError, match=re.escape("missing recipe fields ['ema_decay']")):
         recipe_from_dict(saved, "old run")

@@ -395,3 +395,40 @@ def test_an_unknown_dataset_is_refused_by_both_loaders(fresh_data):
     for load in (data.load_datasets, data.load_test_set):
         with pytest.raises(UserError, match="unknown dataset 'cifar'; choose one of: mnist, fashion-mnist"):
             load(str(fresh_data), "cifar")
+
+
+def test_downscale_makes_some_images_low_resolution_scans_and_leaves_the_rest():
+    torch.manual_seed(0)
+    x = torch.zeros(400, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = torch.linspace(0.5, 1.0, 400)[:, None, None, None]  # a 2-pixel stroke, each its own level
+    out = data.random_downscale(x, 0.5)
+    changed = (out != x).flatten(1).any(dim=1)
+    assert 150 < int(changed.sum()) < 250  # about half, per image
+    assert torch.equal(out[~changed], x[~changed])
+    # each changed image is exactly one of the scans of its own original, with its brightest pixel kept
+    scans = []
+    for side in data.DOWNSCALE_SIDES:
+        back = torch.nn.functional.interpolate(torch.nn.functional.interpolate(x, size=(side, side), mode="area"),
+                                               size=(28, 28), mode="bicubic", align_corners=False).clamp(0, 1)
+        scans.append((back * x.amax((-2, -1), keepdim=True) / back.amax((-2, -1), keepdim=True)).clamp(0, 1))
+    for i in torch.nonzero(changed).flatten().tolist():
+        matches = [s for s, scan in zip(data.DOWNSCALE_SIDES, scans) if torch.allclose(out[i], scan[i], atol=1e-6)]
+        assert len(matches) == 1, i
+        assert out[i].max() == pytest.approx(x[i].max().item(), abs=1e-6)
+        assert (out[i] > 0.05).sum() > (x[i] > 0.05).sum()  # blurred wider than the sharp stroke
+    sides = {next(s for s, scan in zip(data.DOWNSCALE_SIDES, scans) if torch.allclose(out[i], scan[i], atol=1e-6))
+             for i in torch.nonzero(changed).flatten().tolist()}
+    assert sides == set(data.DOWNSCALE_SIDES)  # every side is drawn
+
+
+def test_downscale_off_draws_nothing():
+    """Off, it draws no random number: every recipe without it trains exactly as before it existed."""
+    x = torch.rand(8, 1, 28, 28)
+    still = dataclasses.replace(Recipe(), translate=0, rotate=0.0, scale=0.0)
+    for downscale, draws in ((0.0, False), (0.5, True)):
+        torch.manual_seed(1)
+        out = data.augment(x, dataclasses.replace(still, downscale=downscale))
+        after = torch.rand(1)
+        torch.manual_seed(1)
+        assert torch.equal(after, torch.rand(1)) != draws
+        assert (out is x) != draws

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +31,8 @@ def study_argv(data: Path, logdir: Path, study: str, *extra: str) -> list[str]:
 
 
 def tune_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tune.py"), *args], cwd=ROOT, env={**offline_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, str(ROOT / "tune.py"), *args], cwd=ROOT,
+                          env={**offline_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
 def load(logdir: Path, study: str):
