@@ -411,10 +411,21 @@ def fail_dead_trials(study: Any) -> list[int]:
     return failed
 
 
+def tell(study: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+    """``study.tell``, except that a grid sampler's ``study.stop()`` after its last combination is the grid's end, not
+    an error: Optuna allows that call only inside ``study.optimize``, which tune.py does not use (it asks and tells),
+    and it stores the trial before the sampler's hook runs, so nothing is lost."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as err:
+        if not (isinstance(study.sampler, _optuna().samplers.GridSampler) and "Study.stop" in str(err)):
+            raise
+
+
 def fail_and_queue_again(study: Any, number: int, params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
     """Mark an unfinished trial failed (it never counts) and queue its recipe once more, unless it was a repeat
     already: a recipe that kills its worker twice is not tried a third time."""
-    study.tell(number, state=_optuna().trial.TrialState.FAIL)
+    tell(study, number, state=_optuna().trial.TrialState.FAIL)
     if RETRY_ATTR not in user_attrs:
         study.enqueue_trial(params, user_attrs={RETRY_ATTR: number})
 
@@ -487,7 +498,7 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
         code = train(parsed, on_epoch=on_epoch, selection=True, last_in_process=False)
     except NonFiniteLoss as err:  # the recipe diverged: a result of the search, not worth repeating
         if trial is not None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            tell(study, trial, state=optuna.trial.TrialState.FAIL)
             print(f"tune.py: trial {number} failed: {err}", flush=True)
         return TrialResult("FAIL", message=str(err))
     except BaseException:  # a second Ctrl-C, or a problem every trial would have: not a result of the recipe
@@ -501,12 +512,12 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
     if trial is None:
         return TrialResult("PRUNED" if pruned[0] else "COMPLETE")
     if pruned[0]:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # its value: the last one reported
+        tell(study, trial, state=optuna.trial.TrialState.PRUNED)  # its value: the last one reported
         return TrialResult("PRUNED", last[0])
     if last[0] is None:  # no epoch was evaluated (cannot happen with --epochs >= 1, but never tell a made-up value)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        tell(study, trial, state=optuna.trial.TrialState.FAIL)
         return TrialResult("FAIL", message="no epoch was evaluated")
-    study.tell(trial, last[0])  # the objective: the validation accuracy of the finished recipe, at its last epoch
+    tell(study, trial, last[0])  # the objective: the validation accuracy of the finished recipe, at its last epoch
     return TrialResult("COMPLETE", last[0])
 
 

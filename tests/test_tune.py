@@ -202,6 +202,18 @@ def test_two_workers_fill_one_study(data_dir: Path, tmp_path: Path) -> None:
 SEARCH = ["--search", "lr=log:1e-3..1e-2"]
 
 
+def test_a_grid_runs_each_combination_once_and_reports(data_dir: Path, tmp_path: Path) -> None:
+    result = tune_cli("--study", "g", "--preset", "tiny", "--data-dir", str(data_dir), "--logdir", str(tmp_path),
+                      "--val-size", "48", "--epochs", "1", "--grid-images", "0", "--sampler", "grid", "--trials", "9",
+                      "--search", "depth=1,2", "--search", "latent_dim=8,16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(tmp_path, "g")
+    assert states(study) == ["COMPLETE"] * 4  # --trials 9 capped at the grid's 4 combinations
+    assert sorted((t.params["depth"], t.params["latent_dim"]) for t in study.trials) == [(1, 8), (1, 16), (2, 8),
+                                                                                          (2, 16)]
+    assert "4 finished trials" in result.stdout
+
+
 def test_a_study_on_two_processes(data_dir: Path, tmp_path: Path) -> None:
     """accelerate launch tune.py: rank 0 asks Optuna and tells the others each trial's flags and each pruning
     decision; every trial trains on both processes."""
