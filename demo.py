@@ -8,7 +8,7 @@ Needs the optional extra: pip install -e ".[demo]"
 """
 from perceiver_mnist.errors import run_cli
 
-FIRST_RUN_PRESET = "sprint"  # what a first demo trains when there is no finished run: about a minute on 2 cores
+FIRST_RUN_PRESET = "sprint"  # what a first demo trains when there is no finished run: about 2 minutes on 2 cores
 
 
 def main() -> int:
@@ -34,12 +34,14 @@ def main() -> int:
         parser.error(f"--port must be in 1..65535, got {args.port}")
 
     from perceiver_mnist.runs import find_run, newest_finished_run
-    run = args.run if args.model else args.run or newest_finished_run(args.logdir)
+    run = args.run  # --run and --model exclude each other
     if args.run:
         find_run(args.logdir, args.run)  # a mistyped run is told at once, before heavy imports
-    elif run and not args.model:
-        print(f"demo.py: showing {run}, the newest finished run under {args.logdir} (--run NAME shows another)",
-              flush=True)
+    elif not args.model:
+        run = newest_finished_run(args.logdir)
+        if run:
+            print(f"demo.py: showing {run}, the newest finished run under {args.logdir} (--run NAME shows another)",
+                  flush=True)
 
     from perceiver_mnist.demo import Demo, build_app, check_port, serve
     check_port(args.host, args.port)  # before any training: a port in use is told at once

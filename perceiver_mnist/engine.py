@@ -565,13 +565,17 @@ def _writer(acc: Accelerator) -> Any:
     return acc.get_tracker(tracking.TRACKER, unwrap=True)
 
 
+def cpu_process_group() -> bool:
+    """Whether this process is one of several and there is no GPU: then the processes form a gloo group on the CPU.
+    accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and without it they would not
+    form a group at all."""
+    return in_multi_process_run() and not torch.cuda.is_available()
+
+
 def make_accelerator(logdir: str | None = None) -> Accelerator:
     """The one Accelerator of a run. Precision, devices and compilation come from the accelerate config, never
     from here."""
-    # One gap to fill: accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and
-    # without a GPU the processes would then not form a group at all. Several processes and no GPU: gloo on CPU.
-    no_gpu_group = in_multi_process_run() and not torch.cuda.is_available()
     # split_batches: the recipe's batch sizes are global (DeviceBatches gives each process its slice), so N processes
     # take the same steps as one, and accelerate steps the schedule once per step, not once per process.
-    return Accelerator(cpu=no_gpu_group, log_with=tracking.TRACKER if logdir else None, project_dir=logdir,
+    return Accelerator(cpu=cpu_process_group(), log_with=tracking.TRACKER if logdir else None, project_dir=logdir,
                        dataloader_config=DataLoaderConfiguration(split_batches=True))

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-from .config import (OneLineParser, Recipe, _add_fields, _f, _flag, build_parser, parse_args,
+from .config import (OneLineParser, ParsedArgs, Recipe, _add_fields, _f, _flag, build_parser, parse_args,
                      resolve_recipe)
 from .data import SELECTION_VAL_SIZE
 from .errors import EXIT_INTERRUPTED, NonFiniteLoss, UserError, in_multi_process_run
@@ -204,6 +204,7 @@ class TuneArgs:
     options: TuneOptions
     specs: list[SearchSpec]
     base_argv: list[str]          # train.py flags every trial shares (with --val-size and --logdir LOGDIR/STUDY)
+    base: ParsedArgs              # those flags parsed: the fixed recipe's preset and overrides, the run options
     logdir: str                   # LOGDIR (the study's parent)
     argv: list[str]               # the command line as given (--workers hands it on)
 
@@ -259,30 +260,34 @@ def parse_tune_args(argv: Sequence[str] | None = None) -> TuneArgs:
         raise UserError("--sampler grid needs every --search to be a list of values (a,b,c)")
     preset = ["--preset", given["preset"]] if "preset" in given else []
     base_argv = [*preset, *to_argv(train_values), "--logdir", os.path.join(logdir, options.study)]
-    parse_args(base_argv, prog="tune.py")  # the fixed part alone, as train.py would check it
+    base = parse_args(base_argv, prog="tune.py")  # the fixed part alone, as train.py would check it
     check_space(specs, base_argv)
     if options.workers > 1 and in_multi_process_run():
         raise UserError("--workers N runs N single-process workers; under a multi-process accelerate launch use "
                         "--workers 1")
-    return TuneArgs(options, specs, base_argv, logdir, argv)
+    return TuneArgs(options, specs, base_argv, base, logdir, argv)
 
 
 def trial_argv(args: TuneArgs, params: dict[str, Any], number: int) -> list[str]:
     return [*args.base_argv, *to_argv(params), "--run", TRIAL_DIR.format(number=number)]
 
 
-def train_command(train_args: list[str]) -> str:
-    """The train.py command line that trains a trial's recipe again (its run options less --logdir and --run)."""
-    argv, skip = [], False
-    for token in train_args:
+def without_flags(argv: Sequence[str], *flags: str) -> list[str]:
+    """``argv`` less each of ``flags`` (given as ``--flag VALUE`` or ``--flag=VALUE``) and its value."""
+    out, skip = [], False
+    for token in argv:
         if skip:
             skip = False
-            continue
-        if token in ("--logdir", "--run"):
+        elif token in flags:
             skip = True
-            continue
-        argv.append(token)
-    return shlex.join(["accelerate", "launch", "train.py", *argv])
+        elif not token.startswith(tuple(f"{flag}=" for flag in flags)):
+            out.append(token)
+    return out
+
+
+def train_command(train_args: list[str]) -> str:
+    """The train.py command line that trains a trial's recipe again (its run options less --logdir and --run)."""
+    return shlex.join(["accelerate", "launch", "train.py", *without_flags(train_args, "--logdir", "--run")])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -342,10 +347,11 @@ def make_pruner(name: str) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def load_or_create_study(args: TuneArgs, pruner: Any = None, seed: int = 0) -> Any:
+def load_or_create_study(args: TuneArgs, pruner: Any = None) -> Any:
     """The study named --study: created with the search space recorded, or loaded after checking that it was
     created with the same search space and fixed flags."""
     optuna = _optuna()
+    seed = args.base.options.seed
     space = {s.field: s.text() for s in args.specs}
     fixed = list(args.base_argv)
     no_journal = not args.options.storage and not os.path.isfile(os.path.join(args.study_dir, JOURNAL_FILE))
@@ -535,16 +541,15 @@ def run_study(args: TuneArgs, pruner: Any = None) -> int:
 
     if args.options.workers > 1:
         return run_workers(args)
-    acc_state = PartialState(cpu=in_multi_process_run() and not _cuda())
-    seed = parse_args(args.base_argv, prog="tune.py").options.seed
+    from .engine import cpu_process_group
+    acc_state = PartialState(cpu=cpu_process_group())  # as engine.make_accelerator will make each trial's
     study = None
     if acc_state.is_main_process:
         from .data import load_datasets
-        recipe = resolve_recipe(parse_args(args.base_argv, prog="tune.py"))
-        options = parse_args(args.base_argv, prog="tune.py").options
+        recipe = resolve_recipe(args.base)
         # Before anything is written: the data is there and leaves room for the validation split.
-        load_datasets(options.data_dir, recipe.dataset, recipe.val_size, test=False)
-        study = load_or_create_study(args, pruner, seed)
+        load_datasets(args.base.options.data_dir, recipe.dataset, recipe.val_size, test=False)
+        study = load_or_create_study(args, pruner)
         for number in fail_dead_trials(study):
             print(f"tune.py: trial {number} was running in a process that has died; marked failed, its recipe "
                   f"queued again", flush=True)
@@ -578,16 +583,11 @@ def run_study(args: TuneArgs, pruner: Any = None) -> int:
     return 0
 
 
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
 def run_workers(args: TuneArgs) -> int:
     """--workers N: N processes of tune.py, each a single-process worker of the same study, side by side (on one
     GPU, several small trials fill it better than one). Each writes its output to LOGDIR/STUDY/worker-K.log."""
     load_or_create_study(args)  # created once, before the workers race to create it
-    argv = _without_workers(args.argv)
+    argv = without_flags(args.argv, "--workers")
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tune.py")
     procs = []
     for k in range(args.options.workers):
@@ -610,18 +610,6 @@ def run_workers(args: TuneArgs) -> int:
         raise UserError(f"worker(s) {', '.join(map(str, bad))} failed; see {args.study_dir}/worker-K.log")
     print(report(args, load_or_create_study(args)))
     return 0
-
-
-def _without_workers(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-        elif token == "--workers":
-            skip = True
-        elif not token.startswith("--workers="):
-            out.append(token)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
