@@ -14,11 +14,12 @@ first step) and, for reduce-overhead, how many graphs inductor declined to captu
 the whole compiled step replays as CUDA graphs; on a CPU there is nothing to capture).
 
     python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20] [--device cuda]
-                          [--precision bf16] [--compile [default reduce-overhead]] [--sync-debug]
+                          [--precision bf16] [--compile [default reduce-overhead]] [--sync-debug] [--no-peak]
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -104,13 +105,18 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
     recipe = preset(name)
     acc = Accelerator(cpu=device == "cpu", mixed_precision=precision)
     torch.manual_seed(0)
-    learner = build_learner(acc, recipe, steps_per_epoch=steps)
-    if compile_mode:
-        # What acc.prepare would do under `accelerate launch --dynamo_backend BACKEND --dynamo_mode MODE`, with
-        # accelerate's own arguments. Not through prepare: accelerate's state is one per process and keeps the first
-        # Accelerator's dynamo settings, and this script times several modes in one process.
-        dynamo = TorchDynamoPlugin(backend=backend.upper(), mode=compile_mode, dynamic=False)
-        learner = replace(learner, model=torch.compile(learner.model, **dynamo.to_kwargs()))
+    # What `accelerate launch --dynamo_backend BACKEND --dynamo_mode MODE` asks for, with accelerate's own arguments.
+    # Not through the accelerate config: accelerate's state is one per process and keeps the first Accelerator's
+    # dynamo settings, and this script times several modes in one process.
+    dynamo = TorchDynamoPlugin(backend=backend.upper(), mode=compile_mode, dynamic=False) if compile_mode else None
+    if dynamo is not None and "compile" in inspect.signature(build_learner).parameters:
+        # an engine that compiles the step's regions itself, with these arguments (engine.compile_options)
+        learner = build_learner(acc, recipe, steps_per_epoch=steps,
+                                compile={**dynamo.to_kwargs(), "backend": dynamo.backend.value.lower()})
+    else:
+        learner = build_learner(acc, recipe, steps_per_epoch=steps)
+        if dynamo is not None:  # an engine that compiles the model only: as acc.prepare would
+            learner = replace(learner, model=torch.compile(learner.model, **dynamo.to_kwargs()))
     images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=acc.device)
     labels = torch.randint(0, 10, (batch,), device=acc.device)
 
@@ -163,13 +169,17 @@ def main() -> None:
                         help="With --device cuda: count the host-device synchronisations of 20 steps after the timed "
                              "ones (torch's sync debug mode; host_syncs 0 proves the step never waits for the GPU) and "
                              "name the first one's op.")
+    parser.add_argument("--no-peak", action="store_true",
+                        help="Skip the matmul peaks (their fields are null): quick checks such as bench/gpu_check.sh "
+                             "--cpu-rehearsal, where they cost seconds of a 2-core CPU.")
     args = parser.parse_args()
-    peak = matmul_flops_per_s(args.device)
+    peak = None if args.no_peak else matmul_flops_per_s(args.device)
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     # Under autocast the step's matmuls run in the half type: its matmul rate is the ceiling they aim at.
-    half_peak = matmul_flops_per_s(args.device, dtype=half) if half is not None and args.device == "cuda" else None
-    peaks = {"fp32_matmul_gflops": round(peak / 1e9, 1)}
+    half_peak = matmul_flops_per_s(args.device, dtype=half) \
+        if half is not None and args.device == "cuda" and not args.no_peak else None
+    peaks = {"fp32_matmul_gflops": peak and round(peak / 1e9, 1)}
     if half_peak:
         peaks[f"{args.precision}_matmul_gflops"] = round(half_peak / 1e9, 1)
     print(json.dumps({"device": where, **peaks}), flush=True)
@@ -185,7 +195,7 @@ def main() -> None:
                           "achieved_gflops": round(achieved / 1e9, 1),
                           # the reference is an fp32 matmul: with --precision bf16 or fp16 the ratio overstates
                           "efficiency" if args.precision == "no" else "achieved_over_fp32_matmul":
-                              round(achieved / peak, 3),
+                              peak and round(achieved / peak, 3),
                           "achieved_over_half_matmul": half_peak and round(achieved / half_peak, 4),
                           "aten_ops_per_step": ops, "host_syncs": syncs.count, "first_sync": syncs.first}),
               flush=True)
@@ -194,6 +204,7 @@ def main() -> None:
             # graph (the batch axis is dynamic: one graph for every batch size) compile_s may be a warm-cache time.
             torch._dynamo.reset()
             skips_before = counters["inductor"]["cudagraph_skips"]
+            graphs_before = counters["stats"]["unique_graphs"]
             syncs = SyncCount(args.sync_debug)
             _, compiled, _, first = training_step_flops(args.preset, batch, args.steps, compile_mode=mode,
                                                         backend=args.backend, syncs=syncs, **common)
@@ -201,8 +212,11 @@ def main() -> None:
                               "compiled_step_s": round(compiled, 4), "compiled_samples_per_s": round(batch / compiled, 1),
                               "speedup": round(seconds / compiled, 2), "compile_s": round(first, 1),
                               "cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips_before,
+                              # graphs dynamo captured (0: the "compiled" step ran eager, and timed nothing compiled)
+                              "graphs": counters["stats"]["unique_graphs"] - graphs_before,
                               "host_syncs": syncs.count, "first_sync": syncs.first}), flush=True)
-    print(json.dumps({"fp32_matmul_gflops_after": round(matmul_flops_per_s(args.device) / 1e9, 1)}), flush=True)
+    after = None if args.no_peak else round(matmul_flops_per_s(args.device) / 1e9, 1)
+    print(json.dumps({"fp32_matmul_gflops_after": after}), flush=True)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ def report(run_dir: str, launched_at: float) -> dict:
         "eval_s_median": sorted(ev.scalars[tracking.EVAL_TIME].values)[len(acc.values) // 2],
         "rss_mb_per_epoch": [round(v) for v in ev.scalars[tracking.MEMORY].values],
         "test_images_counted": ev.scalars[tracking.TEST_SAMPLES].values[-1],
+        # every evaluation: its epoch, test accuracy and seconds from launch (bench/gpu_check.sh reads these)
+        "per_epoch": {"epoch": [epochs.get(s) for s in acc.steps], "accuracy": [round(a, 4) for a in acc.values],
+                      "s_from_launch": [round(t - launched_at, 2) for t in acc.wall_times]},
     }
 
 
