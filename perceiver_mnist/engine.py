@@ -21,7 +21,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, DynamoBackend, TorchDynamoPlugin, set_seed
 from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
@@ -31,7 +31,7 @@ from .checkpoints import TrainerState
 from .config import NUM_CLASSES, ParsedArgs, Recipe, recipe_to_dict
 from .data import DeviceBatches, Splits, augment, load_datasets, mix_pairs, to_float
 from .datasets import DATASETS
-from .errors import EXIT_INTERRUPTED, NonFiniteLoss, UserError, in_multi_process_run
+from .errors import EXIT_INTERRUPTED, NonFiniteLoss, UserError, cpu_process_group
 from .model import build_model, count_parameters
 from .runs import WEIGHTS_FILE, atomic_path
 from .session import Run, open_run
@@ -83,25 +83,36 @@ class WeightAverage(AveragedModel):
 
     Without the ramp, a 0.999 average still weighs the random initial weights by 0.999**n (63% after the first
     epoch of 469 steps), and its accuracy lags the raw weights for several epochs. torch's own update reads its
-    counter twice per step (``if n_averaged == 0``) and turns a tensor weight into a Python number; here the
-    counter lives on the model's device and the first update, a copy, is a lerp with weight 1 (exact). Same state
-    dict as ``AveragedModel``: checkpoints load either way.
+    counter on the host every step (``if n_averaged == 0``, a sync on a GPU) and lerps parameter by parameter. Here
+    the host keeps its own count of the updates (``updates``, set from ``n_averaged`` when a checkpoint is loaded:
+    the one read), computes the step's weight as a Python number and updates every tensor in one fused
+    ``_foreach_lerp_`` (the first update, a copy, is a lerp with weight 1: exact). Same state dict as
+    ``AveragedModel``: checkpoints load either way.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         device = next(model.parameters()).device
         super().__init__(model, device=device, use_buffers=True)
         self.decay = decay
+        self.updates = 0  # == n_averaged, on the host
+
+    def weight(self) -> float:
+        """How far the next update moves the average towards the model."""
+        n = self.updates
+        return 1.0 if n == 0 else 1.0 - min((1.0 + n) / (10.0 + n), self.decay)
 
     @torch.no_grad()
     def update_parameters(self, model: torch.nn.Module) -> None:
         averaged = [*self.module.parameters(), *self.module.buffers()]
         current = [t.detach() for t in (*model.parameters(), *model.buffers())]
-        n = self.n_averaged.to(averaged[0].dtype)
-        weight = torch.where(n == 0, 1.0, 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=self.decay))
-        # The list overload takes the 0-dim weight as a tensor; the scalar overload would read it on the host.
-        torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
+        torch._foreach_lerp_(averaged, current, self.weight())
         self.n_averaged += 1
+        self.updates += 1
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.updates = int(self.n_averaged)
+        return result
 
 
 def build_ema(model: torch.nn.Module, recipe: Recipe) -> WeightAverage | None:
@@ -111,9 +122,37 @@ def build_ema(model: torch.nn.Module, recipe: Recipe) -> WeightAverage | None:
     return WeightAverage(model, recipe.ema_decay)
 
 
+# Tally.first_bad when no loss was NaN or infinite: larger than any step count.
+NO_BAD_STEP = 2**62
+
+
+@dataclass
+class Tally:
+    """What the steps add up on the device between two looks of the loop (reading it waits for the device, so the
+    loop reads it only where it stops anyway: logging, checkpoints, an epoch's end)."""
+
+    loss_sum: torch.Tensor   # 0-dim float32: the steps' losses, summed
+    steps: torch.Tensor      # 0-dim int64: steps tallied since the last reset
+    first_bad: torch.Tensor  # 0-dim int64: the first of them (from 1) whose loss was not finite, else NO_BAD_STEP
+    skipped: torch.Tensor    # 0-dim int64: steps the fp16 loss scaler skipped
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> "Tally":
+        new = lambda dtype: torch.zeros((), dtype=dtype, device=device)  # noqa: E731
+        tally = cls(new(torch.float32), new(torch.int64), new(torch.int64), new(torch.int64))
+        tally.reset()
+        return tally
+
+    def reset(self) -> None:
+        for t in (self.loss_sum, self.steps, self.skipped):
+            t.zero_()
+        self.first_bad.fill_(NO_BAD_STEP)
+
+
 @dataclass
 class Learner:
-    """What one training step updates, as prepared by the accelerator."""
+    """What one training step updates, as prepared by the accelerator, and the step's two parts, compiled when the
+    accelerate config asks for it (``build_learner``)."""
 
     accelerator: Accelerator
     recipe: Recipe
@@ -121,23 +160,42 @@ class Learner:
     optimizer: torch.optim.Optimizer
     scheduler: Any                    # per-step LambdaLR over ``lr_factor``
     ema: WeightAverage | None         # the weight average that is evaluated and saved, with --ema-decay
-    skipped: torch.Tensor             # steps the fp16 loss scaler skipped since last read (0-dim, on the device)
+    tally: Tally                      # the loss sum, the first non-finite loss, fp16's skipped steps (on the device)
+    # The step's two parts, set by build_learner (compiled or not): (uint8 images, labels) -> loss, and (loss) -> None
+    forward_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    clip_and_tally: Callable[[torch.Tensor], None] | None = None
+    compiled: bool = False            # whether those two are torch.compile regions
 
     @property
     def module(self) -> torch.nn.Module:
-        """The network itself, without the DistributedDataParallel or torch.compile wrappers of prepare()."""
-        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        """The network itself, without the DistributedDataParallel wrapper of prepare()."""
+        return self.accelerator.unwrap_model(self.model)
 
     @property
     def eval_model(self) -> torch.nn.Module:
         """What is evaluated and saved: the weight average, else the network, never compiled: evaluation's other
-        batch size would compile the graph again, and saved names would carry the wrapper's ``_orig_mod.``."""
+        batch size and no-grad mode would compile further graphs for a few batches an epoch."""
         return self.ema.module if self.ema is not None else self.module
 
 
-def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int) -> Learner:
+def compile_options() -> dict[str, Any] | None:
+    """torch.compile's arguments for the training step, from the accelerate config's ``dynamo_config`` block (which
+    ``accelerate launch`` passes on as ``ACCELERATE_DYNAMO_*``, as ``--dynamo_backend`` does); None: eager. The one
+    place where the config's compilation is read: ``make_accelerator`` tells accelerate not to compile the model
+    itself, since the step compiles it together with everything around it."""
+    plugin = TorchDynamoPlugin()  # reads the environment as accelerate's own does
+    if plugin.backend == DynamoBackend.NO:
+        return None
+    options = plugin.to_kwargs()
+    options["backend"] = plugin.backend.value.lower()
+    return options
+
+
+def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int,
+                  compile: dict[str, Any] | None = None) -> Learner:
     """A fresh model, optimizer, schedule and weight average for ``recipe``, prepared in one
-    ``accelerator.prepare``. Seed the global RNG first: it draws the initial weights."""
+    ``accelerator.prepare``, and its training step, compiled with torch.compile's arguments ``compile`` (see
+    ``compile_options``) or eager. Seed the global RNG first: it draws the initial weights."""
     model = build_model(recipe)
     # einops caches a backend per tensor type on first use, and torch.compile guards on that cache's size: fill it
     # for both types the model hands einops (Tensor, Parameter) before the first trace, or step 2 compiles again.
@@ -147,42 +205,97 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int) -> Lea
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, recipe=recipe, steps_per_epoch=steps_per_epoch))
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    learner = Learner(acc, recipe, model, optimizer, scheduler, ema=None,
-                      skipped=torch.zeros((), dtype=torch.int64, device=acc.device))
-    # Built from the plain module: a copy of the compiled wrapper would compile a second time.
+    learner = Learner(acc, recipe, model, optimizer, scheduler, ema=None, tally=Tally.zeros(acc.device))
     learner.ema = build_ema(learner.module, recipe)
     if learner.ema is not None:
         acc.register_for_checkpointing(learner.ema)  # saved and restored with the checkpoints (before load_state)
+    if acc.scaler is not None and not hasattr(acc.scaler, "_get_scale_async"):
+        raise UserError(f"fp16 needs torch.amp.GradScaler._get_scale_async, which torch {torch.__version__} does "
+                        f"not have; use bf16 (accelerate_configs/bf16.yaml) or fp32")
+
+    # Two functions of their own (not two partials of one): dynamo keeps its graphs per code object.
+    def forward_loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return _forward_loss(learner, images, labels)
+
+    def clip_and_tally(loss: torch.Tensor) -> None:
+        _clip_and_tally(learner, loss)
+
+    if compile is not None and not hasattr(torch._dynamo, "maybe_mark_dynamic"):  # documented, not in torch.compiler
+        raise UserError(f"compiling the step needs torch._dynamo.maybe_mark_dynamic, which torch {torch.__version__} "
+                        f"does not have; drop the accelerate config's dynamo_config, or upgrade torch")
+    if compile is not None:
+        # A fresh start for dynamo: the regions' code is the same for every learner of the process (tune.py's
+        # trials), and each learner's guards would otherwise pile up to dynamo's cache limit, past which it runs
+        # eager without a word.
+        torch.compiler.reset()
+        forward_loss = torch.compile(forward_loss, **compile)
+        # fp16's loss scaler unscales the gradients before clipping with a host-side bookkeeping of its own: that
+        # part stays eager (bf16 and fp32 need no scaler).
+        if acc.scaler is None:
+            clip_and_tally = torch.compile(clip_and_tally, **compile)
+    learner.forward_loss, learner.clip_and_tally, learner.compiled = forward_loss, clip_and_tally, compile is not None
     return learner
+
+
+# The step, in the regions that compile (``build_learner``): (1) ``_forward_loss`` from the batch's uint8 images to the
+# loss, whose backward autograd runs as (2) one compiled graph too; (3) ``_clip_and_tally`` after the backward.
+# Between them, eagerly: the backward's start, the fused optimizer (one kernel), the schedule (host only) and the
+# weight average (one fused lerp and its counter). With DistributedDataParallel, the gradients' all-reduce runs in
+# the backward, between compiled pieces (dynamo splits the graph at DDP's buckets).
+
+def _forward_loss(learner: Learner, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``(B, 28, 28)`` -> augment, mix, forward -> the batch's mean loss (0-dim, float32)."""
+    recipe = learner.recipe
+    x, partner_labels, lam = mix_pairs(augment(to_float(images), recipe), labels, recipe)
+    logits = learner.model(x)
+    if lam is None:
+        return loss_fn(logits, labels, recipe)
+    # A mix of two labels: the loss is linear in the target (MSE up to a term constant in the logits: the same
+    # gradient, a higher logged loss), so mix the two labels' losses.
+    own, partners = (loss_fn(logits, y, recipe, reduction="none") for y in (labels, partner_labels))
+    return torch.lerp(partners, own, lam).mean()
+
+
+def _clip_and_tally(learner: Learner, loss: torch.Tensor) -> None:
+    """After the backward: clip the gradients (--grad-clip) and add the step's loss to the tally."""
+    if learner.recipe.grad_clip:
+        learner.accelerator.clip_grad_norm_(learner.model.parameters(), learner.recipe.grad_clip)
+    tally = learner.tally
+    tally.steps.add_(1)
+    tally.loss_sum.add_(loss)
+    # where(), not an `if`: no host read
+    tally.first_bad.copy_(torch.where(torch.isfinite(loss), tally.first_bad, torch.minimum(tally.first_bad,
+                                                                                           tally.steps)))
+
+
+# Where accelerate's backward is a plain loss.backward() (no DeepSpeed, no Megatron).
+PLAIN_BACKWARD = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
 def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
     """One optimizer step on a batch of uint8 images ``(B, 28, 28)``: augment, mix, forward, loss, backward, clip,
-    update, schedule, weight average. ``step`` numbers this step from 1 (fault injection only).
+    update, schedule, weight average; the loss is added to ``learner.tally``. ``step`` numbers this step from 1
+    (fault injection only).
 
     Returns the detached loss, still on the device: reading it waits for the device, so callers read it only
     on the steps that log."""
-    acc, recipe = learner.accelerator, learner.recipe
-    # Under dynamo_mode reduce-overhead (CUDA graphs) a graph's outputs live in memory that its next replay
-    # overwrites; marking each step as a new generation says nothing from the last step is still read. Only when
-    # compiled: the call imports inductor, which an eager run should not pay for.
-    if isinstance(learner.model, torch._dynamo.eval_frame.OptimizedModule):
+    acc = learner.accelerator
+    if learner.compiled:
+        # Under dynamo_mode reduce-overhead (CUDA graphs) a graph's outputs live in memory that its next replay
+        # overwrites; marking each step as a new generation says nothing from the last step is still read.
         torch.compiler.cudagraph_mark_step_begin()
-    x, partner_labels, lam = mix_pairs(augment(to_float(images), recipe), labels, recipe)
-    # Under torch.compile: one graph for any batch size, so an epoch's last, smaller batch compiles nothing new.
-    torch._dynamo.maybe_mark_dynamic(x, 0)
-    logits = learner.model(x)
-    if lam is None:
-        loss = loss_fn(logits, labels, recipe)
-    else:  # a mix of two labels: the loss is linear in the target (MSE up to a term constant in the logits: the
-        # same gradient, a higher logged loss), so mix the two labels' losses
-        own, partners = (loss_fn(logits, y, recipe, reduction="none") for y in (labels, partner_labels))
-        loss = torch.lerp(partners, own, lam).mean()
+        # One graph for any batch size, so an epoch's last, smaller batch compiles nothing new.
+        torch._dynamo.maybe_mark_dynamic(images, 0)
+        torch._dynamo.maybe_mark_dynamic(labels, 0)
+    loss = learner.forward_loss(images, labels)
     if faults.armed("nan", step):
         loss = loss * float("nan")
-    acc.backward(loss)
-    if recipe.grad_clip:
-        acc.clip_grad_norm_(learner.model.parameters(), recipe.grad_clip)
+    if acc.scaler is None and acc.gradient_accumulation_steps == 1 and acc.distributed_type in PLAIN_BACKWARD:
+        loss.backward()  # what acc.backward comes to here, less its division by 1: two kernels a step
+    else:
+        acc.backward(loss)  # fp16's loss scaling
+    loss = loss.detach()
+    learner.clip_and_tally(loss)
     # fp16: the loss scaler skips a step whose gradients overflowed and halves its scale. A fused optimizer skips
     # inside its kernel, where accelerate's optimizer_step_was_skipped cannot see it; so compare the scale before and
     # after, on the device (get_scale() would wait for it). Every process checks the same all-reduced gradients,
@@ -191,12 +304,12 @@ def train_step(learner: Learner, images: torch.Tensor, labels: torch.Tensor, ste
     scale_before = scaler._get_scale_async().clone() if scaler is not None else None
     learner.optimizer.step()
     if scale_before is not None:
-        learner.skipped += scaler._get_scale_async() < scale_before
+        learner.tally.skipped.add_(scaler._get_scale_async() < scale_before)
     learner.scheduler.step()
     learner.optimizer.zero_grad(set_to_none=True)
     if learner.ema is not None:
         learner.ema.update_parameters(learner.module)
-    return loss.detach()
+    return loss
 
 
 @torch.no_grad()
@@ -322,7 +435,7 @@ def train(args: ParsedArgs, on_epoch: EpochHook | None = None, selection: bool =
         val_batches = (DeviceBatches(splits.val, recipe.test_batch_size, shuffle=False, **shard)
                        if splits.val is not None else None)
         steps_per_epoch = len(train_batches)
-        learner = build_learner(acc, recipe, steps_per_epoch)
+        learner = build_learner(acc, recipe, steps_per_epoch, compile=compile_options())
         parameters = count_parameters(learner.module)
         state = run.start(acc, parameters, steps_per_epoch)
         if state is None:
@@ -392,9 +505,8 @@ def train_one_epoch(t: Trainer) -> EpochResult:
     t.train_batches.set_epoch(state.epoch)
     # Resumed mid-epoch: the order is a function of (seed, epoch), so skipping its first batches is exact.
     batches = t.train_batches.batches(skip=state.batch_in_epoch)
-    # Non-finite losses are recorded on the device (no sync per step) and checked when the loss is logged.
-    first_bad_step = torch.tensor(-1, device=acc.device)
-    loss_sum = torch.zeros((), device=acc.device)
+    # The steps' losses are tallied on the device (learner.tally, no sync per step) and read, non-finite ones
+    # included, only where the loop logs or stops.
     # disable=None: a bar in a terminal only, not in log files (the per-epoch summary line is printed anyway).
     bar = tqdm(batches, total=steps_per_epoch, initial=state.batch_in_epoch, dynamic_ncols=True, leave=False,
                desc=f"epoch {state.epoch + 1}/{t.run.recipe.epochs}",
@@ -404,12 +516,10 @@ def train_one_epoch(t: Trainer) -> EpochResult:
         loss = train_step(learner, images, labels, state.step + 1)
         state.step += 1
         state.batch_in_epoch += 1
-        loss_sum += loss
-        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), state.step, first_bad_step)
         epoch_done = state.batch_in_epoch == steps_per_epoch
         faults.kill_if_armed("interrupt", state.step)
         if state.step % opts.log_every == 0 or epoch_done:
-            _raise_if_not_finite(t, first_bad_step)
+            _raise_if_not_finite(t)
             mean_loss = acc.reduce(loss, reduction="mean").item()
             acc.log({tracking.TRAIN_LOSS_STEP: mean_loss,
                      tracking.LEARNING_RATE: learner.scheduler.get_last_lr()[0]}, step=state.step)
@@ -420,8 +530,8 @@ def train_one_epoch(t: Trainer) -> EpochResult:
             stopped = "signal"
         checkpoint_due = opts.checkpoint_every and state.step % opts.checkpoint_every == 0 and not epoch_done
         if stopped or checkpoint_due:
-            _raise_if_not_finite(t, first_bad_step)  # never checkpoint a poisoned model
-            _fold_into_state(t, loss_sum)
+            _raise_if_not_finite(t)  # never checkpoint a poisoned model
+            _fold_into_state(t)
         if stopped:
             break
         if checkpoint_due:
@@ -429,8 +539,8 @@ def train_one_epoch(t: Trainer) -> EpochResult:
         faults.kill_if_armed("step", state.step)
     bar.close()
     if not stopped:
-        _raise_if_not_finite(t, first_bad_step)
-        _fold_into_state(t, loss_sum)
+        _raise_if_not_finite(t)
+        _fold_into_state(t)
     end_batch = state.batch_in_epoch
     if state.batch_in_epoch == steps_per_epoch:  # also when --max-steps or a signal fell on its last step
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
@@ -439,14 +549,14 @@ def train_one_epoch(t: Trainer) -> EpochResult:
                        min(n, end_batch * batch_size) - start_batch * batch_size)
 
 
-def _fold_into_state(t: Trainer, loss_sum: torch.Tensor) -> None:
+def _fold_into_state(t: Trainer) -> None:
     """Move the device-side sums (loss, fp16 skipped steps) into the state, which checkpoints save: so a mid-epoch
     resume still reports the true epoch mean. Reads the device: only where the loop stops anyway. The loss sum is
     averaged over processes here (all of them call this at the same steps): only rank 0's state is saved."""
-    t.state.epoch_loss_sum += t.learner.accelerator.reduce(loss_sum, reduction="mean").item()
-    t.state.skipped_steps += int(t.learner.skipped.item())
-    loss_sum.zero_()
-    t.learner.skipped.zero_()
+    tally = t.learner.tally
+    t.state.epoch_loss_sum += t.learner.accelerator.reduce(tally.loss_sum, reduction="mean").item()
+    t.state.skipped_steps += int(tally.skipped.item())
+    tally.reset()
 
 
 def end_epoch(t: Trainer, epoch: EpochResult) -> dict[str, float]:
@@ -514,9 +624,11 @@ def save_weights(t: Trainer) -> None:
     acc.wait_for_everyone()
 
 
-def _raise_if_not_finite(t: Trainer, first_bad_step: torch.Tensor) -> None:
-    acc = t.learner.accelerator
-    bad = int(acc.reduce(first_bad_step.clone().float(), reduction="max").item())
+def _raise_if_not_finite(t: Trainer) -> None:
+    acc, tally = t.learner.accelerator, t.learner.tally
+    # The tally counts from its last reset: its first bad step, as a step of the run (-1: none), on every process.
+    first_bad = torch.where(tally.first_bad == NO_BAD_STEP, -1, tally.first_bad - tally.steps + t.state.step)
+    bad = int(acc.reduce(first_bad.double(), reduction="max").item())
     if bad >= 0:
         saved = checkpoints.complete_checkpoints(t.run.dir)
         last = f"the last good checkpoint {saved[-1][0]} is intact" if saved else "no checkpoint was written"
@@ -525,7 +637,7 @@ def _raise_if_not_finite(t: Trainer, first_bad_step: torch.Tensor) -> None:
         if acc.is_main_process:
             _writer(acc).flush()
         raise NonFiniteLoss(f"the training loss became NaN or infinite at step {bad}; {last}. Lower --lr, or use "
-                        f"bf16 (accelerate_configs/bf16.yaml) instead of fp16")
+                            f"bf16 (accelerate_configs/bf16.yaml) instead of fp16")
 
 
 def start_logging(t: Trainer) -> None:
@@ -565,17 +677,19 @@ def _writer(acc: Accelerator) -> Any:
     return acc.get_tracker(tracking.TRACKER, unwrap=True)
 
 
-def cpu_process_group() -> bool:
-    """Whether this process is one of several and there is no GPU: then the processes form a gloo group on the CPU.
-    accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and without it they would not
-    form a group at all."""
-    return in_multi_process_run() and not torch.cuda.is_available()
-
-
 def make_accelerator(logdir: str | None = None) -> Accelerator:
     """The one Accelerator of a run. Precision, devices and compilation come from the accelerate config, never
     from here."""
     # split_batches: the recipe's batch sizes are global (DeviceBatches gives each process its slice), so N processes
     # take the same steps as one, and accelerate steps the schedule once per step, not once per process.
-    return Accelerator(cpu=cpu_process_group(), log_with=tracking.TRACKER if logdir else None, project_dir=logdir,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+    # dynamo_backend "no": prepare() would compile the model alone; the config's compilation is the whole step's
+    # (compile_options, build_learner).
+    acc = Accelerator(cpu=cpu_process_group(), log_with=tracking.TRACKER if logdir else None, project_dir=logdir,
+                      dataloader_config=DataLoaderConfiguration(split_batches=True), dynamo_backend="no")
+    if acc.device.type == "cuda" and acc.mixed_precision == "no":
+        # fp32 on a GPU: TF32 tensor cores for matmuls and convolutions (10-bit mantissa inputs, fp32 accumulate),
+        # as PyTorch recommends for training; without it an fp32 run leaves most of an Ampere+ GPU idle. bf16/fp16
+        # runs are unaffected (autocast picks their kernels).
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
+    return acc

@@ -55,8 +55,17 @@ def in_multi_process_run() -> bool:
     return world_size.isdigit() and int(world_size) > 1
 
 
+def cpu_process_group() -> bool:
+    """Whether this process is one of several and there is no GPU: then the processes form a gloo group on the CPU.
+    accelerate's torchrun launcher (used by multi_cpu.yaml) does not pass use_cpu on, and without it they would not
+    form a group at all."""
+    import torch  # here, not at the top: the scripts import this module to print a one-line error fast
+
+    return in_multi_process_run() and not torch.cuda.is_available()
+
+
 def end_process(code: int) -> NoReturn:
-    """Exit with ``code``; a process of a multi-process run skips the interpreter's teardown.
+    """Exit with ``code``; a process of a multi-process run on the CPU (gloo) skips the interpreter's teardown.
 
     Why: with torch 2.14, a gloo process group that DistributedDataParallel has used can keep its threads after
     ``destroy_process_group()``, and if they are still running when the interpreter tears down, the process may
@@ -65,7 +74,7 @@ def end_process(code: int) -> NoReturn:
     "Multi-process exit"). Files are complete by then (checkpoints and weights are written synchronously, TensorBoard is
     flushed), so such a process ends here, as soon as its output is flushed.
     """
-    if in_multi_process_run():
+    if cpu_process_group():  # gloo's threads; NCCL runs (GPUs) exit normally
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -83,7 +83,7 @@ def log_png(writer: Any, tag: str, png: bytes, step: int) -> None:
 
     width, height = Image.open(io.BytesIO(png)).size
     image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    _file_writer(writer).add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def log_hparams(writer: Any, hparams: dict[str, Any]) -> None:
@@ -92,4 +92,18 @@ def log_hparams(writer: Any, hparams: dict[str, Any]) -> None:
 
     clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
     for summary in hparams_summary(clean, {TEST_ACCURACY: 0.0, TEST_LOSS: 0.0}):
-        writer._get_file_writer().add_summary(summary)
+        _file_writer(writer).add_summary(summary)
+
+
+def _file_writer(writer: Any) -> Any:
+    """The SummaryWriter's own event file writer, which takes a ready-made summary. torch has no public way to it:
+    ``add_image`` would decode and re-encode the PNG, and ``add_hparams`` writes into a new subdirectory (a second
+    run in TensorBoard's list). So the private accessor, checked: a torch without it fails in one line."""
+    get = getattr(writer, "_get_file_writer", None)
+    if get is None:
+        import torch
+
+        from .errors import UserError
+        raise UserError(f"torch {torch.__version__}'s SummaryWriter has no _get_file_writer, which the run's event "
+                        f"file needs; install a torch this suite supports (setup.cfg)")
+    return get()

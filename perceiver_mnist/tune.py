@@ -34,7 +34,7 @@ from typing import Any, Sequence
 from .config import (OneLineParser, ParsedArgs, Recipe, _add_fields, _f, _flag, build_parser, parse_args,
                      resolve_recipe)
 from .data import SELECTION_VAL_SIZE
-from .errors import EXIT_INTERRUPTED, NonFiniteLoss, UserError, in_multi_process_run
+from .errors import EXIT_INTERRUPTED, NonFiniteLoss, UserError, cpu_process_group, in_multi_process_run
 
 JOURNAL_FILE = "study.journal"
 REPORT_FILE = "report.md"
@@ -499,7 +499,6 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
                       f"{summary['val_accuracy']:.2f}%)", flush=True)
         return bool(stop[0])
 
-    _reset_compiler()
     try:
         code = train(parsed, on_epoch=on_epoch, selection=True, last_in_process=False)
     except NonFiniteLoss as err:  # the recipe diverged: a result of the search, not worth repeating
@@ -527,13 +526,6 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
     return TrialResult("COMPLETE", last[0])
 
 
-def _reset_compiler() -> None:
-    """Each trial compiles its own model: forget the last trial's graphs, so that dynamo's recompile limit (per
-    function) is not spent by earlier trials. Only when dynamo was ever imported."""
-    if "torch._dynamo" in sys.modules:
-        sys.modules["torch._dynamo"].reset()
-
-
 def run_study(args: TuneArgs, pruner: Any = None) -> int:
     """Run trials until the study holds --trials finished ones (or --timeout passes); then report. Returns the
     exit code."""
@@ -541,7 +533,6 @@ def run_study(args: TuneArgs, pruner: Any = None) -> int:
 
     if args.options.workers > 1:
         return run_workers(args)
-    from .engine import cpu_process_group
     acc_state = PartialState(cpu=cpu_process_group())  # as engine.make_accelerator will make each trial's
     study = None
     if acc_state.is_main_process:

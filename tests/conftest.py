@@ -128,9 +128,24 @@ def saved_run(path: Path, name: str = "tiny", weights_of: str | None = None, **c
 # (--dist loadfile) in collection order, which is alphabetical: test_train.py would start last, on one worker, while
 # the others sat idle. Longest first keeps every core busy to the end (about 40 s less of the suite on 2 cores).
 SLOW_FIRST = ["test_crash.py", "test_train.py", "test_compile.py", "test_demo.py", "test_distributed.py",
-              "test_lock.py", "test_export.py"]
+              "test_lock.py", "test_export.py", "test_gpu_check.py"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: each file keeps its order
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one); bench/gpu_check.sh runs them")
+
+
+def probe_steps(preset: str, steps: int, env: dict[str, str], *fields: str) -> dict:
+    """tests/step_probe.py in a process of its own: a preset's steps (recipe ``fields`` changed, as FIELD=VALUE) on
+    the device (the GPU if there is one), under ``env``'s precision and compilation; its report of operations, host
+    reads and launches per step."""
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "step_probe.py"), preset, str(steps), *fields],
+                            cwd=ROOT,
+                            env={**offline_env(), **env}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

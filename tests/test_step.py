@@ -12,7 +12,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from perceiver_mnist import faults
 from perceiver_mnist.config import preset
 from perceiver_mnist.data import DeviceBatches, InMemoryDataset, augment, mix_pairs, to_float
-from perceiver_mnist.engine import build_learner, make_accelerator, train_step
+from perceiver_mnist.engine import NO_BAD_STEP, build_learner, make_accelerator, train_step
+
+from .conftest import probe_steps
+from .test_compile import compiled
 
 HOST_READ = "aten._local_scalar_dense.default"  # what .item(), bool(t), int(t) and float(t) of a tensor dispatch
 
@@ -40,14 +43,18 @@ def test_a_training_step_reads_no_value_on_the_host():
     learner = build_learner(acc, recipe, steps_per_epoch=len(batches))
     assert learner.ema.n_averaged.device == batches.images.device == acc.device  # the counter, the data: on it
     stream = batches.batches()  # the epoch's order is drawn (and copied to the device) here, once per epoch
-    train_step(learner, *next(stream), step=1)  # the first step builds the optimizer state
+    first = train_step(learner, *next(stream), step=1)  # the first step builds the optimizer state
     with OpCounter() as ops:
         losses = [train_step(learner, images, labels, step) for step, (images, labels) in enumerate(stream, 2)]
     assert len(losses) == 6  # 100 images in batches of 16: the 6 after the first, the last one smaller
     assert ops.counts.get(HOST_READ, 0) == 0, sorted(ops.counts.items(), key=lambda kv: -kv[1])[:5]
-    assert ops.counts["aten._foreach_lerp_.List"] == 6  # the weight average was updated at every step
+    # the weight average: one fused lerp a step, its weight a number from the host's count
+    assert ops.counts["aten._foreach_lerp_.Scalar"] == 6 and "aten._foreach_lerp_.List" not in ops.counts
     assert all(loss.device == acc.device for loss in losses)
-    assert int(learner.ema.n_averaged) == 7
+    assert int(learner.ema.n_averaged) == learner.ema.updates == 7
+    # the tally holds all 7 steps' losses, and no bad step
+    assert int(learner.tally.steps) == 7 and int(learner.tally.first_bad) == NO_BAD_STEP
+    assert float(learner.tally.loss_sum) == pytest.approx(float(first + sum(losses)))
 
 
 def test_a_step_the_fp16_loss_scaler_skips_is_counted_on_the_device(monkeypatch):
@@ -67,9 +74,9 @@ def test_a_step_the_fp16_loss_scaler_skips_is_counted_on_the_device(monkeypatch)
         train_step(learner, images, labels, step=2)
     assert ops.counts.get(HOST_READ, 0) == 0
     assert all(torch.equal(a, b) for a, b in zip(weights, learner.module.parameters()))  # the step was skipped
-    assert int(learner.skipped) == 1
+    assert int(learner.tally.skipped) == 1
     train_step(learner, images, labels, step=3)
-    assert int(learner.skipped) == 1  # a good step is not counted
+    assert int(learner.tally.skipped) == 1  # a good step is not counted
 
 
 @pytest.mark.parametrize("loss", ["ce", "mse"])
@@ -115,3 +122,16 @@ def test_the_default_recipes_first_steps_give_its_pinned_losses():
     learner = build_learner(acc, preset("default"), steps_per_epoch=len(batches))
     losses = [float(train_step(learner, images, labels, step)) for step, (images, labels) in enumerate(batches, 1)]
     assert losses == pytest.approx(DEFAULT_FIRST_LOSSES, rel=1e-6, abs=0)
+
+
+def test_the_compiled_step_leaves_only_the_optimizer_the_average_and_the_gather_outside_its_regions():
+    """With the step compiled (here dynamo's aot_eager backend, which traces and splits the step exactly as inductor
+    does without generating code), what still dispatches an operation of its own each step is: the batch's gather
+    (2), the backward's seed (1), fused AdamW and its step counters (one each per parameter group: 4), the weight
+    average's fused lerp and its counter (2). Everything else (augmentation, forward, loss, backward, clipping,
+    the loss tally) runs inside compiled regions; no host read."""
+    report = probe_steps("tiny", 3, compiled("aot_eager"), "ema_decay=0.9")  # tiny: augmentation, clipping
+    assert report["compiled"] and report["host_reads_per_step"] == 0
+    assert report["ops_per_step"] == 9, report["ops"]
+    assert set(report["ops"]) == {"aten::index", "aten::ones_like", "aten::_fused_adamw_", "aten::_foreach_add_",
+                                  "aten::_foreach_lerp_", "aten::add_"}, report["ops"]
