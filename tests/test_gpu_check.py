@@ -49,17 +49,6 @@ def test_the_rehearsal_runs_every_part_and_passes_each_target(tmp_path: Path):
     assert "gpu_check: PASS (8 of 8 targets passed)" in result.stdout
 
 
-def test_a_missed_target_fails_the_check(tmp_path: Path):
-    """An impossible threshold (a rehearsal of one part): its line says FAIL, the others of the part still PASS, the
-    summary names it, and the exit status is 1."""
-    result = gpu_check(tmp_path, "--only", "step128", env={"GC_SPS128_MIN": "1e12"})
-    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
-    assert verdicts(result.stdout) == {TARGETS[0]: "PASS", TARGETS[1]: "FAIL", TARGETS[3]: "PASS"}, result.stdout
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert not summary["passed"] and summary["failed"] == [TARGETS[1]]
-    assert f"gpu_check: FAIL (2 of 3 targets passed; failed: {TARGETS[1]})" in result.stdout
-
-
 def judge_py(tmp_path: Path) -> Path:
     """The script's judge (the Python between `cat >"$work/judge.py" <<'PY'` and `PY`), as a file."""
     script = (ROOT / "bench" / "gpu_check.sh").read_text()
@@ -70,7 +59,8 @@ def judge_py(tmp_path: Path) -> Path:
 
 def test_the_gpu_mode_verdicts_on_recorded_outputs(tmp_path: Path):
     """What a GPU run prints, judged as on the GPU (the CPU cannot produce it): the thresholds of the gpu mode, a
-    rate below its target, a sync, a failed test; each line PASS or FAIL as it should, exit 1."""
+    rate below its target, a sync, a failed test; each line PASS or FAIL as it should, and the summary, the
+    script's last command (so its exit status), exits 1."""
     out = tmp_path / "out"
     out.mkdir()
     compiled = {"mode": "default", "compiled_step_s": 0.0021, "speedup": 3.1, "graphs": 3, "first_sync": None}
