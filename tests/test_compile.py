@@ -90,40 +90,31 @@ def test_two_compiled_processes_train_and_save_plain_names(data_dir: Path, tmp_p
     assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
 
 
-def test_inductor_in_cuda_graph_mode_compiles_the_step_once_over_an_epoch(data_dir: Path, tmp_path: Path):
-    """The real compiler, once, as a GPU run that captures CUDA graphs would use it (reduce-overhead, fullgraph):
-    an epoch and a step into the next, its smaller last batch included, train from one graph with no break (fullgraph
-    would fail on one) and no recompile; the weights are saved with plain names. On a CPU inductor skips the capture
-    itself, so what this proves is the graph a capture needs: whole, traced once."""
-    logdir = tmp_path / "runs"
+def test_inductor_in_cuda_graph_mode_traces_once_and_a_killed_run_resumes_exactly(data_dir: Path, tmp_path: Path):
+    """The real compiler, as a GPU run that captures CUDA graphs would use it (reduce-overhead, fullgraph: a graph
+    break would fail the run). Left alone, an epoch and a step into the next, its smaller last batch included, train
+    with each region traced once, no recompile; the weights are saved with plain names. Killed with -9 after a
+    checkpoint and resumed, compiled again (a mid-epoch start, traced once too), the run ends with the weights of the
+    run left alone, bit for bit, the weight average included: inductor's generated code draws the augmentation's
+    random numbers from seeds it takes from torch's generator, which checkpoints save. On a CPU inductor skips the
+    capture itself, so what this proves is the graphs a capture needs."""
     steps = 11  # 10 steps per epoch (192 images, batches of 20): the 10th has 12 images, the 11th is epoch 2's first
-    result = launch(tiny_args(data_dir, logdir, "ind", *UNEVEN, "--max-steps", str(steps)), config=None,
-                    env={**compiled("inductor", mode="reduce-overhead", fullgraph=True), **TRACE_LOGS}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_one_graph(result.stderr)
-    assert "epoch 1/2 | step 10 " in result.stdout and f"stopped at --max-steps {steps}" in result.stdout
-    model = load_model(str(logdir / "ind"))
-    logged = read_events(str(logdir / "ind")).scalars[tracking.TEST_ACCURACY].values[-1]
-    assert accuracy_of(model, data_dir) == pytest.approx(logged)
-
-
-def test_an_inductor_run_killed_after_a_checkpoint_resumes_to_the_run_left_alone(data_dir: Path, tmp_path: Path):
-    """The real compiler's generated code draws the augmentation's random numbers itself (from seeds it takes from
-    torch's generator, which checkpoints save): a run killed with -9 after a checkpoint and resumed, compiled again
-    (each region traced once), ends with the weights of the run left alone, bit for bit, the weight average
-    included."""
-    args = (*UNEVEN, "--ema-decay", "0.9", "--checkpoint-every", "4", "--max-steps", "11")
-    env = compiled("inductor")
+    args = (*UNEVEN, "--ema-decay", "0.9", "--checkpoint-every", "4", "--max-steps", str(steps))
+    env = {**compiled("inductor", mode="reduce-overhead", fullgraph=True), **TRACE_LOGS}
     alone = launch(tiny_args(data_dir, tmp_path, "alone", *args), config=None, env=env, timeout=600)
     assert alone.returncode == 0, alone.stderr[-3000:]
+    assert_one_graph(alone.stderr)
+    assert "epoch 1/2 | step 10 " in alone.stdout and f"stopped at --max-steps {steps}" in alone.stdout
+    assert not any("_orig_mod" in k for k in load_file(tmp_path / "alone" / "model.safetensors"))
+    logged = read_events(str(tmp_path / "alone")).scalars[tracking.TEST_ACCURACY].values[-1]
+    assert accuracy_of(load_model(str(tmp_path / "alone")), data_dir) == pytest.approx(logged)
     killed = launch(tiny_args(data_dir, tmp_path, "k", *args), config=None, env={**env, VARIABLE: "step:6"},
                     timeout=600)
     assert killed.returncode == -signal.SIGKILL
-    resumed = launch(resume_args(data_dir, tmp_path, "k", *args), config=None, env={**env, **TRACE_LOGS},
-                     timeout=600)
+    resumed = launch(resume_args(data_dir, tmp_path, "k", *args), config=None, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at epoch 0, step 4 (4 batches into epoch 1)" in resumed.stdout
-    assert_one_graph(resumed.stderr)  # a mid-epoch start, then an epoch's smaller last batch: nothing recompiles
+    assert_one_graph(resumed.stderr)
     weights = load_file(tmp_path / "k" / "model.safetensors")
     reference = load_file(tmp_path / "alone" / "model.safetensors")
     for name in reference:
