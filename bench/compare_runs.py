@@ -30,6 +30,11 @@ def main() -> int:
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"))
     args = parser.parse_args()
     models = [load_model(run).eval() for run in args.runs]
+    if args.split == "val":
+        for run, model in zip(args.runs, models):
+            if model.recipe.val_size != SELECTION_VAL_SIZE:
+                raise UserError(f"{run} was trained with --val-size {model.recipe.val_size}, so the validation images "
+                                f"may be ones it trained on; compare runs trained with --val-size {SELECTION_VAL_SIZE}")
     datasets = {m.recipe.dataset for m in models}
     if len(datasets) > 1:
         raise UserError(f"{args.runs[0]} and {args.runs[1]} are models of different datasets; compare models of one")

@@ -52,15 +52,6 @@ COMPILED = ("Torch-Compiled Region", "CompiledFunction", "CompiledFxGraph")
 LAUNCHES = ("cudaLaunchKernel", "cudaGraphLaunch", "cuLaunchKernel", "cudaLaunchKernelExC")
 
 
-def _in_compiled_region(event) -> bool:
-    parent = event.cpu_parent
-    while parent is not None:
-        if any(mark in parent.name for mark in COMPILED):
-            return True
-        parent = parent.cpu_parent
-    return False
-
-
 def _launches_work(event) -> bool:
     if event.name not in NO_LAUNCH:
         return True
@@ -185,8 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", nargs="+", default=["default", "fast", "gpu"])
     parser.add_argument("--compile", nargs="+", default=["eager", "inductor"],
-                        help="eager, or a torch.compile backend (inductor; aot_eager or eager traces without "
-                             "generating code).")
+                        help="eager (no compilation), or a torch.compile backend: inductor, or aot_eager (traces "
+                             "and splits the step as inductor does, without generating code).")
     parser.add_argument("--mode", default="default", help="torch.compile mode (default, reduce-overhead...).")
     parser.add_argument("--steps", type=int, default=20, help="Steps counted.")
     parser.add_argument("--warmup", type=int, default=10, help="Steps before the count (compilation included).")

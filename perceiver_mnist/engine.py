@@ -223,7 +223,14 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int,
     if compile is not None and not hasattr(torch._dynamo, "maybe_mark_dynamic"):  # documented, not in torch.compiler
         raise UserError(f"compiling the step needs torch._dynamo.maybe_mark_dynamic, which torch {torch.__version__} "
                         f"does not have; drop the accelerate config's dynamo_config, or upgrade torch")
+    if compile is not None and compile.get("fullgraph") and acc.num_processes > 1:
+        raise UserError("fullgraph compilation needs one process: dynamo cannot trace DistributedDataParallel's "
+                        "forward whole; drop dynamo_use_fullgraph from the accelerate config")
     if compile is not None:
+        # The tally's tensors never move (reset works in place): said so, CUDA graphs may capture the region that
+        # updates them (a graph that mutates an ordinary input is not captured).
+        for t in (learner.tally.loss_sum, learner.tally.steps, learner.tally.first_bad, learner.tally.skipped):
+            torch._dynamo.mark_static_address(t)
         # A fresh start for dynamo: the regions' code is the same for every learner of the process (tune.py's
         # trials), and each learner's guards would otherwise pile up to dynamo's cache limit, past which it runs
         # eager without a word.
@@ -626,14 +633,15 @@ def save_weights(t: Trainer) -> None:
 
 def _raise_if_not_finite(t: Trainer) -> None:
     acc, tally = t.learner.accelerator, t.learner.tally
-    # The tally counts from its last reset: its first bad step, as a step of the run (-1: none), on every process.
-    first_bad = torch.where(tally.first_bad == NO_BAD_STEP, -1, tally.first_bad - tally.steps + t.state.step)
-    bad = int(acc.reduce(first_bad.double(), reduction="max").item())
-    if bad >= 0:
+    # The tally counts from its last reset: its first bad step as a step of the run, the earliest over processes
+    # (accelerate's reduce has no "min": the max of the negated steps).
+    first_bad = torch.where(tally.first_bad == NO_BAD_STEP, NO_BAD_STEP, tally.first_bad - tally.steps + t.state.step)
+    bad = -int(acc.reduce(-first_bad.double(), reduction="max").item())
+    if bad < NO_BAD_STEP:
         saved = checkpoints.complete_checkpoints(t.run.dir)
         last = f"the last good checkpoint {saved[-1][0]} is intact" if saved else "no checkpoint was written"
         # The losses that led here are the diagnosis. TensorBoard's writer thread writes them on its own time,
-        # and a multi-process run ends with os._exit (errors.end_process): hand them over now.
+        # and a multi-process CPU run ends with os._exit (errors.end_process): hand them over now.
         if acc.is_main_process:
             _writer(acc).flush()
         raise NonFiniteLoss(f"the training loss became NaN or infinite at step {bad}; {last}. Lower --lr, or use "

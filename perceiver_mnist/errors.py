@@ -78,4 +78,11 @@ def end_process(code: int) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # an error path skipped end_training: NCCL wants it destroyed
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001  exiting anyway; the error that brought us here is what matters
+            pass
     sys.exit(code)
