@@ -20,13 +20,14 @@ import sys
 import time
 
 import torch
+from accelerate.utils import TorchDynamoPlugin
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perceiver_mnist import engine  # noqa: E402
 from perceiver_mnist.config import preset  # noqa: E402
 from perceiver_mnist.data import augment, mix_pairs, to_float  # noqa: E402
-from perceiver_mnist.engine import build_learner, make_accelerator, train_step  # noqa: E402
+from perceiver_mnist.engine import build_learner, compile_options, make_accelerator, train_step  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     acc = make_accelerator()
     recipe = preset(args.preset)
-    options = {"backend": args.backend, "mode": "default", "fullgraph": False}  # as compile_options gives them
+    options = compile_options(TorchDynamoPlugin(backend=args.backend.upper(), mode="default"))
 
     def build(kind: str) -> engine.Learner:
         torch.manual_seed(0)

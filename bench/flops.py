@@ -8,8 +8,8 @@ PyTorch's default). `aten_ops_per_step` counts the leaf ATen operations of one s
 kernel launch, so a step cannot take less than that many times the per-launch cost of the host, however little
 arithmetic it does.
 
-With --compile MODE..., the same step also runs with the model compiled by torch.compile in each mode (as
-accelerate's --dynamo_backend inductor --dynamo_mode MODE compiles it), and the report adds its compile time (the
+With --compile MODE..., the same step also runs compiled by torch.compile in each mode (as train.py compiles it
+under accelerate's --dynamo_backend inductor --dynamo_mode MODE: engine.build_learner's regions), and the report adds its compile time (the
 first step) and, for reduce-overhead, how many graphs inductor declined to capture as CUDA graphs (0 on a GPU means
 the whole compiled step replays as CUDA graphs; on a CPU there is nothing to capture).
 
@@ -19,13 +19,11 @@ the whole compiled step replays as CUDA graphs; on a CPU there is nothing to cap
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
 import time
 import warnings
-from dataclasses import replace
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -39,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perceiver_mnist.config import PRESETS, preset  # noqa: E402
 from perceiver_mnist.data import to_float  # noqa: E402
-from perceiver_mnist.engine import build_learner, loss_fn, train_step  # noqa: E402
+from perceiver_mnist.engine import build_learner, compile_options, loss_fn, train_step  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -109,14 +107,7 @@ def training_step_flops(name: str, batch: int, steps: int, device: str = "cpu", 
     # Not through the accelerate config: accelerate's state is one per process and keeps the first Accelerator's
     # dynamo settings, and this script times several modes in one process.
     dynamo = TorchDynamoPlugin(backend=backend.upper(), mode=compile_mode, dynamic=False) if compile_mode else None
-    if dynamo is not None and "compile" in inspect.signature(build_learner).parameters:
-        # an engine that compiles the step's regions itself, with these arguments (engine.compile_options)
-        learner = build_learner(acc, recipe, steps_per_epoch=steps,
-                                compile={**dynamo.to_kwargs(), "backend": dynamo.backend.value.lower()})
-    else:
-        learner = build_learner(acc, recipe, steps_per_epoch=steps)
-        if dynamo is not None:  # an engine that compiles the model only: as acc.prepare would
-            learner = replace(learner, model=torch.compile(learner.model, **dynamo.to_kwargs()))
+    learner = build_learner(acc, recipe, steps_per_epoch=steps, compile=dynamo and compile_options(dynamo))
     images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, device=acc.device)
     labels = torch.randint(0, 10, (batch,), device=acc.device)
 

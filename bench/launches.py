@@ -156,17 +156,17 @@ def measure(tree: str, preset: str, compile: str, mode: str, warmup: int, steps:
 
 def write_data(root: str, n_train: int, n_test: int = 100) -> None:
     """Random MNIST-format IDX files (the step's cost does not depend on what the images show)."""
-    import numpy as np
+    import torch
 
-    rng = np.random.default_rng(0)
+    from perceiver_mnist.data import write_idx
+
+    generator = torch.Generator().manual_seed(0)
     raw = os.path.join(root, "MNIST", "raw")
     os.makedirs(raw, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        for kind, array in (("images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28))),
-                            ("labels-idx1-ubyte", rng.integers(0, 10, n))):
-            header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-            with open(os.path.join(raw, f"{prefix}-{kind}"), "wb") as f:
-                f.write(header + array.astype(np.uint8).tobytes())
+        write_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte"), torch.randint(256, (n, 28, 28),
+                                                                                  generator=generator))
+        write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), torch.randint(10, (n,), generator=generator))
 
 
 def main() -> None:

@@ -84,6 +84,15 @@ def ensure_files(data_dir: str, dataset: str, train: bool = True, test: bool = T
 IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST-format files use
 
 
+def write_idx(path: str | os.PathLike, array: Any) -> None:
+    """Write an array of unsigned bytes (NumPy or torch) as an IDX file: two zero bytes, the type, the number of
+    dimensions, each size (big-endian), then the bytes. What ``read_idx`` reads; the tests and benches make their
+    synthetic data with it."""
+    header = bytes([0, 0, IDX_UBYTE, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with open(path, "wb") as f:
+        f.write(header + torch.as_tensor(array).to(torch.uint8).contiguous().numpy().tobytes())
+
+
 def read_idx(path: str, dims: int) -> torch.Tensor:
     """An IDX file of unsigned bytes with ``dims`` dimensions (3: images, 1: labels) as a uint8 tensor, its header
     checked: two zero bytes, the type, the number of dimensions, each size, then exactly that many bytes."""

@@ -178,12 +178,13 @@ class Learner:
         return self.ema.module if self.ema is not None else self.module
 
 
-def compile_options() -> dict[str, Any] | None:
+def compile_options(plugin: TorchDynamoPlugin | None = None) -> dict[str, Any] | None:
     """torch.compile's arguments for the training step, from the accelerate config's ``dynamo_config`` block (which
-    ``accelerate launch`` passes on as ``ACCELERATE_DYNAMO_*``, as ``--dynamo_backend`` does); None: eager. The one
-    place where the config's compilation is read: ``make_accelerator`` tells accelerate not to compile the model
-    itself, since the step compiles it together with everything around it."""
-    plugin = TorchDynamoPlugin()  # reads the environment as accelerate's own does
+    ``accelerate launch`` passes on as ``ACCELERATE_DYNAMO_*``, as ``--dynamo_backend`` does), or from ``plugin``
+    (the benches' own settings); None: eager. The one place where the config's compilation is read:
+    ``make_accelerator`` tells accelerate not to compile the model itself, since the step compiles it together with
+    everything around it."""
+    plugin = plugin or TorchDynamoPlugin()  # without one, reads the environment as accelerate's own does
     if plugin.backend == DynamoBackend.NO:
         return None
     options = plugin.to_kwargs()
@@ -220,16 +221,17 @@ def build_learner(acc: Accelerator, recipe: Recipe, steps_per_epoch: int,
     def clip_and_tally(loss: torch.Tensor) -> None:
         _clip_and_tally(learner, loss)
 
-    if compile is not None and not hasattr(torch._dynamo, "maybe_mark_dynamic"):  # documented, not in torch.compiler
-        raise UserError(f"compiling the step needs torch._dynamo.maybe_mark_dynamic, which torch {torch.__version__} "
-                        f"does not have; drop the accelerate config's dynamo_config, or upgrade torch")
-    if compile is not None and compile.get("fullgraph") and acc.num_processes > 1:
-        raise UserError("fullgraph compilation needs one process: dynamo cannot trace DistributedDataParallel's "
-                        "forward whole; drop dynamo_use_fullgraph from the accelerate config")
     if compile is not None:
+        if not hasattr(torch._dynamo, "maybe_mark_dynamic"):  # documented, not in torch.compiler
+            raise UserError(f"compiling the step needs torch._dynamo.maybe_mark_dynamic, which torch "
+                            f"{torch.__version__} does not have; drop the accelerate config's dynamo_config, or "
+                            f"upgrade torch")
+        if compile.get("fullgraph") and acc.num_processes > 1:
+            raise UserError("fullgraph compilation needs one process: dynamo cannot trace DistributedDataParallel's "
+                            "forward whole; drop dynamo_use_fullgraph from the accelerate config")
         # The tally's tensors never move (reset works in place): said so, CUDA graphs may capture the region that
         # updates them (a graph that mutates an ordinary input is not captured).
-        for t in (learner.tally.loss_sum, learner.tally.steps, learner.tally.first_bad, learner.tally.skipped):
+        for t in vars(learner.tally).values():
             torch._dynamo.mark_static_address(t)
         # A fresh start for dynamo: the regions' code is the same for every learner of the process (tune.py's
         # trials), and each learner's guards would otherwise pile up to dynamo's cache limit, past which it runs

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from perceiver_mnist.data import write_idx
+
 ROOT = Path(__file__).resolve().parents[1]
 # The `accelerate` command of the Python running the tests (a venv's bin/, or the PATH).
 ACCELERATE = str(Path(sys.executable).parent / "accelerate") if (Path(sys.executable).parent / "accelerate").exists() \
     else shutil.which("accelerate") or "accelerate"
 N_TRAIN, N_TEST = 192, 90  # 90 test images: divides neither 2 processes x 32 nor 32, to exercise the remainder
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an IDX file (big-endian header: 0x08 = unsigned byte, then the dimension count and sizes)."""
-    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
