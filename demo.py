@@ -8,7 +8,7 @@ Needs the optional extra: pip install -e ".[demo]"
 """
 from perceiver_mnist.errors import run_cli
 
-FIRST_RUN_PRESET = "sprint"  # what a first demo trains when there is no finished run: about 2 minutes on 2 cores
+FIRST_RUN_PRESET = "sprint"  # what a first demo trains when there is no finished run: about 1.3 minutes on 2 cores
 
 
 def main() -> int:

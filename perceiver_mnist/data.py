@@ -270,19 +270,31 @@ DOWNSCALE_SIDES = (7, 8, 10, 14)
 def random_downscale(x: torch.Tensor, p: float) -> torch.Tensor:
     """Each image, with probability ``p``, averaged down to one of ``DOWNSCALE_SIDES`` pixels a side (drawn per image)
     and scaled back up bicubically, with its brightest pixel restored: a low-resolution scan as predict.py reads it
-    (its preprocessing stretches the ink back to white). Every side is computed for the whole batch and each image
-    picks its own: a few tiny interpolations, no host read."""
-    b = x.shape[0]
+    (its preprocessing stretches the ink back to white). No host read.
+
+    Both resamplings are linear and separable, so a scan is ``M @ image @ M.T`` with one 28x28 matrix ``M`` per
+    side (``scan_matrices``): each image gets its own in two batched matmuls, a tenth of the time of resampling the
+    whole batch at every side and picking one (which cost about 7% of a sprint step on the CPU)."""
+    b, size = x.shape[0], x.shape[-1]
     hit = torch.rand(b, device=x.device) < p
     side = torch.randint(len(DOWNSCALE_SIDES), (b,), device=x.device)
+    matrices = scan_matrices(size, x.device, x.dtype)                         # (sides + 1, H, H): the last, I
+    m = matrices[torch.where(hit, side, len(DOWNSCALE_SIDES))]                # (B, H, H)
+    back = (m @ x[:, 0] @ m.transpose(1, 2)).unsqueeze(1).clamp(0, 1)         # (B, 1, H, W)
     peak = x.amax(dim=(-2, -1), keepdim=True)
-    out = x
-    for i, s in enumerate(DOWNSCALE_SIDES):
-        small = F.interpolate(x, size=(s, s), mode="area")
-        back = F.interpolate(small, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-        back = (back * peak / back.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)).clamp(0, 1)
-        out = torch.where((hit & (side == i))[:, None, None, None], back, out)
-    return out
+    back = (back * peak / back.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)).clamp(0, 1)
+    return torch.where(hit[:, None, None, None], back, x)
+
+
+def scan_matrices(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Per axis, a low-resolution scan's linear map: area-average ``size`` pixels down to each of ``DOWNSCALE_SIDES``,
+    then bicubic back up, ``(len(DOWNSCALE_SIDES) + 1, size, size)``, the identity last. Built by resampling the
+    basis vectors with the same ``F.interpolate`` calls a whole image would get, so the two agree (to float
+    rounding); a few tiny ops, so built where they are used rather than cached per device."""
+    basis = torch.eye(size, device=device, dtype=dtype).reshape(size, 1, size, 1)  # image k: pixel k of a column
+    maps = [F.interpolate(F.interpolate(basis, size=(s, 1), mode="area"), size=(size, 1), mode="bicubic",
+                          align_corners=False).reshape(size, size).T for s in DOWNSCALE_SIDES]  # column k: M e_k
+    return torch.stack([*maps, basis.reshape(size, size)])
 
 
 def random_warp(x: torch.Tensor, translate: float, rotate: float, scale: float, elastic: float) -> torch.Tensor:
