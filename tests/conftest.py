@@ -133,6 +133,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one); bench/gpu_check.sh runs them")
+    config.addinivalue_line("markers", "ci: left out of the README's test command (setup.cfg's -m) to keep it within "
+                            "5 minutes on 2 cores; .ci/run runs them after it (pytest -m ci)")
 
 
 def probe_steps(preset: str, steps: int, env: dict[str, str], *fields: str) -> dict:

@@ -90,6 +90,7 @@ def test_two_compiled_processes_train_and_save_plain_names(data_dir: Path, tmp_p
     assert accuracy_of(load_model(str(run)), data_dir) == pytest.approx(logged)
 
 
+@pytest.mark.ci  # about 45 s, most of it inductor's cold compile: in CI after the README's suite (.ci/run)
 def test_inductor_in_cuda_graph_mode_traces_once_and_a_killed_run_resumes_exactly(data_dir: Path, tmp_path: Path):
     """The real compiler, as a GPU run that captures CUDA graphs would use it (reduce-overhead, fullgraph: a graph
     break would fail the run). Left alone, an epoch and a step into the next, its smaller last batch included, train

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import ROOT, offline_env
 
 # One line per target, in this order (bench/gpu_check.sh's header lists them).
@@ -36,6 +38,7 @@ def verdicts(stdout: str) -> dict[str, str]:
     return {m[2]: m[1] for m in re.finditer(r"^(PASS|FAIL)  (.+?)\s{2,}.*target [<>]=", stdout, re.M)}
 
 
+@pytest.mark.ci  # about 50 s: in CI after the README's suite (.ci/run)
 def test_the_rehearsal_runs_every_part_and_passes_each_target(tmp_path: Path):
     result = gpu_check(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
