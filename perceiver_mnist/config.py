@@ -264,11 +264,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # a convolutional stem (local features from the first step) instead of the token block, and 2 latent blocks,
     # since they set the step's cost on a CPU.
     "fast": dict(adapter="conv", token_depth=0, depth=2, epochs=10, warmup_epochs=0.5, ema_decay=0.999),
-    # A finished 99% model in under a minute and a half on a laptop CPU: `fast`'s stem read by 4 latents of 64 through one latent
-    # block (the latents set a CPU step's cost: a third less than 8 x 128 at equal batches), and a short, hot
-    # schedule: 4 epochs of batches of 128 at lr 7.5e-3, no label smoothing, a weight average short enough for 4
-    # epochs; 30% of the training images made low-resolution scans, so that it reads people's scanned digits. Found by
-    # tune.py on the validation split (docs/model-selection.md, round 21).
+    # A finished 99% model in under a minute and a half on a laptop CPU: `fast`'s stem read by 4 latents of 64 through
+    # one latent block (the latents set a CPU step's cost: a third less than 8 x 128 at equal batches), and a short,
+    # hot schedule: 4 epochs of batches of 128 at lr 7.5e-3, no label smoothing, a weight average short enough for 4
+    # epochs; 30% of the training images made low-resolution scans, so that it reads people's scanned digits. Found
+    # by tune.py on the validation split (docs/model-selection.md, round 21).
     "sprint": dict(adapter="conv", token_depth=0, depth=1, num_latents=4, latent_dim=64, epochs=4, batch_size=128,
                    lr=7.5e-3, warmup_epochs=0.27, label_smoothing=0.0, ema_decay=0.995, downscale=0.3),
     # Fashion-MNIST's recipe (train.py --dataset fashion-mnist without --preset): the distortions that fit clothes

@@ -273,7 +273,7 @@ def random_downscale(x: torch.Tensor, p: float) -> torch.Tensor:
     (its preprocessing stretches the ink back to white). No host read.
 
     Both resamplings are linear and separable, so a scan is ``M @ image @ M.T`` with one 28x28 matrix ``M`` per
-    side (``scan_matrices``): each image gets its own in two batched matmuls, a tenth of the time of resampling the
+    side (``scan_matrices``): each image gets its own in two batched matmuls, a sixth of the time of resampling the
     whole batch at every side and picking one (which cost about 7% of a sprint step on the CPU)."""
     b, size = x.shape[0], x.shape[-1]
     hit = torch.rand(b, device=x.device) < p
