@@ -70,8 +70,9 @@ class TuneOptions:
     storage: str = _f("", "Optuna storage URL shared by workers on several machines, e.g. "
                       "postgresql://user:pass@host/db or mysql://... (empty: the journal file LOGDIR/STUDY/"
                       f"{JOURNAL_FILE}).")
-    pruner: str = _f("median", "Stop trials early: below the median of earlier trials at the same epoch, "
-                     "successive halving, or never.", ["median", "halving", "none"])
+    pruner: str = _f("median", "Stop trials early: below the median of earlier trials at the same epoch; below "
+                     "their median at the same fraction of each one's schedule (for a search over --epochs); "
+                     "successive halving; or never.", ["median", "fraction", "halving", "none"])
     sampler: str = _f("tpe", "How trials are drawn: TPE (Bayesian), at random, or every combination of the "
                       "--search lists (grid).", ["tpe", "random", "grid"])
     workers: int = _f(1, "Trials side by side, each in its own process sharing the study (on one GPU; 1 on a "
@@ -337,14 +338,49 @@ def _sampler(args: TuneArgs, seed: int) -> Any:
 
 def make_pruner(name: str) -> Any:
     """Median: a trial below the median of earlier trials at the same epoch stops (after 3 trials, so that there is
-    a median to judge by). Halving: successive halving, judged at epochs 1, 3, 9, ...: only the best third of the
-    trials reaching a rung goes on."""
+    a median to judge by). Fraction: the same, at the same fraction of each trial's schedule
+    (``matched_fraction_pruner``). Halving: successive halving, judged at epochs 1, 3, 9, ...: only the best third of
+    the trials reaching a rung goes on."""
     optuna = _optuna()
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "fraction":
+        return matched_fraction_pruner()
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def matched_fraction_pruner(n_startup_trials: int = 3, min_fraction: float = 0.1) -> Any:
+    """The median rule at matched fractions of each trial's own schedule.
+
+    Optuna's pruners compare trials at the same step, here the same epoch. When a search varies --epochs, that
+    compares epoch 30 of a 150-epoch schedule, still at a high learning rate, with epoch 30 of a 60-epoch one,
+    half-way down its decay, and prunes long schedules for being long. This one judges a trial at epoch e of its E
+    planned epochs (``EPOCHS_ATTR``) by its best accuracy so far against the median, over the complete trials, of
+    each one's accuracy at its first epoch at or past the fraction e / E of its own schedule; from a tenth of the
+    schedule on, once ``n_startup_trials`` trials are complete. Intermediate values stay keyed by epoch, so reports
+    and curves read them as for the other pruners."""
+    optuna = _optuna()
+
+    class MatchedFractionPruner(optuna.pruners.BasePruner):
+        def prune(self, study: Any, trial: Any) -> bool:
+            step, planned = trial.last_step, trial.user_attrs.get(EPOCHS_ATTR)
+            if step is None or not planned or step / planned < min_fraction:
+                return False
+            complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                        if t.user_attrs.get(EPOCHS_ATTR)]
+            if len(complete) < n_startup_trials:
+                return False
+            # the first epoch at or past the same fraction (less a rounding error, so that 6/60 matches 15/150)
+            at = [math.ceil(step / planned * t.user_attrs[EPOCHS_ATTR] - 1e-9) for t in complete]
+            values = sorted(t.intermediate_values[e] for t, e in zip(complete, at) if e in t.intermediate_values)
+            if not values:
+                return False
+            median = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+            return max(trial.intermediate_values.values()) < median  # the study maximises validation accuracy
+
+    return MatchedFractionPruner()
 
 
 def load_or_create_study(args: TuneArgs, pruner: Any = None) -> Any:

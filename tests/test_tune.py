@@ -298,3 +298,28 @@ def test_search_specs() -> None:
     assert tune.parse_search("decoder-ff=true,false").values == (True, False)
     assert tune.to_argv({"lr": 0.003, "decoder_ff": False, "depth": 2}) == ["--lr", "0.003", "--no-decoder-ff",
                                                                            "--depth", "2"]
+
+
+def test_the_fraction_pruner_compares_schedules_of_different_lengths_at_the_same_fraction():
+    """Three complete 60-epoch trials, and a 150-epoch one at epoch 30 (a fifth of its schedule) whose accuracy lies
+    between theirs at a fifth of their schedule (epoch 12) and at epoch 30: judged at matched fractions it goes on,
+    where Optuna's median pruner (same epoch) would stop it; below their median at epoch 12 it stops."""
+    def curve(epochs: int, rise: float) -> dict[int, float]:  # accuracy climbing with the fraction of the schedule
+        return {e: 80 + rise * e / epochs for e in range(1, epochs + 1)}
+
+    def judged(pruner, accuracy: float) -> bool:
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for rise in (10.0, 11.0, 12.0):  # at epoch 12 of 60: 82.0, 82.2, 82.4; at epoch 30: 85.0, 85.5, 86.0
+            values = curve(60, rise)
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=values[60],
+                                                      intermediate_values=values,
+                                                      user_attrs={tune.EPOCHS_ATTR: 60}))
+        trial = study.ask()
+        trial.set_user_attr(tune.EPOCHS_ATTR, 150)
+        for epoch in range(1, 31):
+            trial.report(min(accuracy, 80 + 0.1 * epoch), epoch)
+        return trial.should_prune()
+
+    assert judged(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1), 83.0)  # epoch 30 vs epoch 30
+    assert not judged(tune.make_pruner("fraction"), 83.0)  # 83.0 >= 82.2, their median at a fifth of 60 epochs
+    assert judged(tune.make_pruner("fraction"), 82.1)      # below it
