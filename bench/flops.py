@@ -9,9 +9,9 @@ kernel launch, so a step cannot take less than that many times the per-launch co
 arithmetic it does.
 
 With --compile MODE..., the same step also runs compiled by torch.compile in each mode (as train.py compiles it
-under accelerate's --dynamo_backend inductor --dynamo_mode MODE: engine.build_learner's regions), and the report adds its compile time (the
-first step) and, for reduce-overhead, how many graphs inductor declined to capture as CUDA graphs (0 on a GPU means
-the whole compiled step replays as CUDA graphs; on a CPU there is nothing to capture).
+under accelerate's --dynamo_backend inductor --dynamo_mode MODE: engine.build_learner's regions), and the report
+adds its compile time (the first step) and, for reduce-overhead, how many graphs inductor declined to capture as
+CUDA graphs (0 on a GPU means the whole compiled step replays as CUDA graphs; on a CPU there is nothing to capture).
 
     python bench/flops.py [--preset default] [--batch-sizes 128 256] [--steps 20] [--device cuda]
                           [--precision bf16] [--compile [default reduce-overhead]] [--sync-debug] [--no-peak]
@@ -200,7 +200,8 @@ def main() -> None:
             _, compiled, _, first = training_step_flops(args.preset, batch, args.steps, compile_mode=mode,
                                                         backend=args.backend, syncs=syncs, **common)
             print(json.dumps({"preset": args.preset, "batch_size": batch, "mode": mode, "backend": args.backend,
-                              "compiled_step_s": round(compiled, 4), "compiled_samples_per_s": round(batch / compiled, 1),
+                              "compiled_step_s": round(compiled, 4),
+                              "compiled_samples_per_s": round(batch / compiled, 1),
                               "speedup": round(seconds / compiled, 2), "compile_s": round(first, 1),
                               "cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips_before,
                               # graphs dynamo captured (0: the "compiled" step ran eager, and timed nothing compiled)

@@ -25,6 +25,7 @@ import math
 import os
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -374,11 +375,9 @@ def matched_fraction_pruner(n_startup_trials: int = 3, min_fraction: float = 0.1
                 return False
             # the first epoch at or past the same fraction (less a rounding error, so that 6/60 matches 15/150)
             at = [math.ceil(step / planned * t.user_attrs[EPOCHS_ATTR] - 1e-9) for t in complete]
-            values = sorted(t.intermediate_values[e] for t, e in zip(complete, at) if e in t.intermediate_values)
-            if not values:
-                return False
-            median = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
-            return max(trial.intermediate_values.values()) < median  # the study maximises validation accuracy
+            values = [t.intermediate_values[e] for t, e in zip(complete, at) if e in t.intermediate_values]
+            # the study maximises validation accuracy
+            return bool(values) and max(trial.intermediate_values.values()) < statistics.median(values)
 
     return MatchedFractionPruner()
 

@@ -320,6 +320,6 @@ def test_the_fraction_pruner_compares_schedules_of_different_lengths_at_the_same
             trial.report(min(accuracy, 80 + 0.1 * epoch), epoch)
         return trial.should_prune()
 
-    assert judged(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1), 83.0)  # epoch 30 vs epoch 30
+    assert judged(tune.make_pruner("median"), 83.0)  # Optuna's median pruner: epoch 30 against epoch 30
     assert not judged(tune.make_pruner("fraction"), 83.0)  # 83.0 >= 82.2, their median at a fifth of 60 epochs
     assert judged(tune.make_pruner("fraction"), 82.1)      # below it
