@@ -17,7 +17,12 @@ and is marked pruned.
 Why ask-and-tell around ``engine.train`` instead of ``study.optimize``: with several processes (accelerate launch)
 only rank 0 may talk to the study, and the others must train the same trial and stop at the same epoch, so the
 trial's flags and each pruning decision are broadcast; and the journal storage has no heartbeat, so a trial whose
-worker was killed is found here by its recorded process (``fail_dead_trials``) and queued again.
+worker was killed is found here by its recorded process (``fail_dead_trials``).
+
+An interrupted trial (Ctrl-C, SIGTERM, a killed worker) is queued again as a continuation: the next session resumes
+its run directory from the newest complete checkpoint, with the epochs already reported copied into the new trial,
+so that an hour-long trial stopped at the end of a session loses at most the epoch in progress. Optuna cannot
+reopen a finished (failed) trial, hence a new trial that continues the old one's run.
 """
 from __future__ import annotations
 
@@ -42,7 +47,12 @@ REPORT_FILE = "report.md"
 TRIAL_DIR = "trial-{number}"
 PLOTS = {"history": "history.png", "importances": "importances.png", "curves": "curves.png"}
 WORKER_ATTR = "worker"        # the trial's process, "host pid start-time": how a dead worker's trial is found
-RETRY_ATTR = "retry_of"       # a trial queued again after its worker died: the number of the one it repeats
+RETRY_ATTR = "retry_of"       # a trial queued again after an interruption: the number of the one it continues
+RUN_ATTR = "run"              # the run directory a trial trains in (its own trial-N, or the one it continues)
+CONTINUES_ATTR = "continues"  # a queued continuation: the run directory to resume from its newest checkpoint
+INHERITED_ATTR = "inherited_epochs"  # a continuation: the epochs reported before it, copied from the trial it continues
+SECONDS_BEFORE_ATTR = "seconds_before"  # a continuation: its run's training time before it (the checkpoint's clock)
+STALLS_ATTR = "stalls"        # a queued continuation: how many trials of its recipe in a row died without an epoch
 EPOCHS_ATTR = "epochs"        # the trial's planned epochs (how much time its pruning saved)
 TRAIN_ARGS_ATTR = "train_args"  # the trial's train.py flags, as run
 WORKER_VARIABLE = "PERCEIVER_MNIST_TUNE_WORKER"  # set by --workers: which worker a process is (its sampler's seed)
@@ -118,8 +128,8 @@ def _recipe_types() -> dict[str, str]:
     return {f.name: str(f.type) for f in fields(Recipe)}
 
 
-def _value(field: str, text: str, kind: str, spec: str) -> Any:
-    """``text`` as a value of the recipe field ``field`` (of type ``kind``), or a ``UserError``."""
+def _value(name: str, text: str, kind: str, spec: str, flag: str = "--search") -> Any:
+    """``text`` as a value of the recipe field ``name`` (of type ``kind``), or a ``UserError`` about ``flag spec``."""
     try:
         if kind == "bool":
             if text.lower() not in ("true", "false"):
@@ -127,7 +137,7 @@ def _value(field: str, text: str, kind: str, spec: str) -> Any:
             return text.lower() == "true"
         return {"int": int, "float": float, "str": str}[kind](text)
     except ValueError:
-        raise UserError(f"--search {spec}: {text!r} is not a value of --{_flag(field)} ({kind})") from None
+        raise UserError(f"{flag} {spec}: {text!r} is not a value of --{_flag(name)} ({kind})") from None
 
 
 def parse_search(spec: str) -> SearchSpec:
@@ -209,6 +219,7 @@ class TuneArgs:
     base: ParsedArgs              # those flags parsed: the fixed recipe's preset and overrides, the run options
     logdir: str                   # LOGDIR (the study's parent)
     argv: list[str]               # the command line as given (--workers hands it on)
+    enqueued: list[dict[str, Any]]  # --enqueue: trials to run first, in order
 
     @property
     def study_dir(self) -> str:
@@ -229,6 +240,10 @@ def build_tune_parser() -> OneLineParser:
                        help="A recipe field to search (a flag's name without dashes) and its range: log:LOW..HIGH "
                             "(log-uniform), LOW..HIGH (uniform; whole numbers for an integer field) or a,b,c (one "
                             "of these). Repeat for several fields.")
+    group.add_argument("--enqueue", action="append", default=[], metavar="FIELD=VALUE,...",
+                       help="A trial to run before any the sampler draws, e.g. today's recipe as the baseline: a "
+                            "value for some of the searched fields (the others are drawn), comma-separated. Repeat "
+                            "for several trials. Used when the study is created; ignored when it is resumed.")
     return parser  # type: ignore[return-value]
 
 
@@ -250,7 +265,7 @@ def parse_tune_args(argv: Sequence[str] | None = None) -> TuneArgs:
     if not given["search"] and not options.report:
         raise UserError("give at least one --search FIELD=SPEC (e.g. --search lr=log:1e-4..1e-2)")
     specs = [parse_search(s) for s in given["search"]]
-    train_values = {k: v for k, v in given.items() if k not in tune_names and k not in ("search", "preset")}
+    train_values = {k: v for k, v in given.items() if k not in tune_names and k not in ("search", "enqueue", "preset")}
     for spec in specs:
         if spec.field in train_values:
             raise UserError(f"--{_flag(spec.field)} fixes what --search {spec.field}=... varies; give one of them")
@@ -267,11 +282,36 @@ def parse_tune_args(argv: Sequence[str] | None = None) -> TuneArgs:
     if options.workers > 1 and in_multi_process_run():
         raise UserError("--workers N runs N single-process workers; under a multi-process accelerate launch use "
                         "--workers 1")
-    return TuneArgs(options, specs, base_argv, base, logdir, argv)
+    if given["enqueue"] and options.sampler == "grid":
+        raise UserError("--enqueue does not go with --sampler grid: the grid runs each combination once already")
+    enqueued = [parse_enqueue(text, specs) for text in given["enqueue"]]
+    return TuneArgs(options, specs, base_argv, base, logdir, argv, enqueued)
 
 
-def trial_argv(args: TuneArgs, params: dict[str, Any], number: int) -> list[str]:
-    return [*args.base_argv, *to_argv(params), "--run", TRIAL_DIR.format(number=number)]
+def parse_enqueue(text: str, specs: Sequence[SearchSpec]) -> dict[str, Any]:
+    """``--enqueue FIELD=VALUE,...``: values of searched fields, each inside its ``--search`` range or list."""
+    searched = {s.field: s for s in specs}
+    types = _recipe_types()
+    params = {}
+    for item in text.split(","):
+        field_text, eq, value_text = item.partition("=")
+        name = field_text.strip().lstrip("-").replace("-", "_")
+        if not eq or not value_text.strip():
+            raise UserError(f"--enqueue {text}: expected FIELD=VALUE,FIELD=VALUE, e.g. epochs=60,mixup=0.0")
+        if name not in searched:
+            raise UserError(f"--enqueue {text}: {name!r} is not searched; give values of the --search fields "
+                            f"({', '.join(searched)}) only")
+        spec = searched[name]
+        value = _value(name, value_text.strip(), types[name], text, flag="--enqueue")
+        inside = value in spec.values if spec.kind == "choice" else spec.low <= value <= spec.high
+        if not inside:
+            raise UserError(f"--enqueue {text}: {name} = {_format(value)} is outside --search {name}={spec.text()}")
+        params[name] = value
+    return params
+
+
+def trial_argv(args: TuneArgs, params: dict[str, Any], run: str) -> list[str]:
+    return [*args.base_argv, *to_argv(params), "--run", run]
 
 
 def without_flags(argv: Sequence[str], *flags: str) -> list[str]:
@@ -405,6 +445,8 @@ def load_or_create_study(args: TuneArgs, pruner: Any = None) -> Any:
                                     sampler=_sampler(args, seed), pruner=pruner)
         study.set_user_attr("search", space)
         study.set_user_attr("fixed", fixed)
+        for params in args.enqueued:
+            study.enqueue_trial(params)
         return study
     if args.options.report and not args.specs:  # --report alone: the study's own space
         args.specs[:] = [parse_search(f"{k}={v}") for k, v in study.user_attrs.get("search", {}).items()]
@@ -438,17 +480,19 @@ def _alive(worker: str) -> bool | None:
         return False
 
 
-def fail_dead_trials(study: Any) -> list[int]:
+def fail_dead_trials(study: Any) -> list[tuple[int, bool]]:
     """Mark failed the running trials whose worker on this machine has died (killed, or the machine rebooted), and
-    queue each one's recipe again unless it was itself a repeat. Returns the failed trials' numbers."""
+    queue each one's continuation (``fail_and_queue_again``). Returns each failed trial's number and whether its
+    continuation was queued."""
     optuna = _optuna()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR)
         if worker is None or _alive(worker) is not False:
             continue
-        fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs)
-        failed.append(trial.number)
+        progressed = len(trial.intermediate_values) > trial.user_attrs.get(INHERITED_ATTR, 0)
+        failed.append((trial.number, fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs,
+                                                          progressed)))
     return failed
 
 
@@ -463,12 +507,75 @@ def tell(study: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
             raise
 
 
-def fail_and_queue_again(study: Any, number: int, params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
-    """Mark an unfinished trial failed (it never counts) and queue its recipe once more, unless it was a repeat
-    already: a recipe that kills its worker twice is not tried a third time."""
+def fail_and_queue_again(study: Any, number: int, params: dict[str, Any], user_attrs: dict[str, Any],
+                         progressed: bool) -> bool:
+    """Mark an unfinished trial failed (it never counts) and queue its continuation, which resumes the trial's run
+    from its newest checkpoint (or trains the recipe afresh where there is none). ``progressed``: whether the trial
+    finished an epoch (or was stopped by its user); a recipe whose trials die twice in a row without finishing one
+    kills its worker, and is not queued a third time. Returns whether a continuation was queued."""
     tell(study, number, state=_optuna().trial.TrialState.FAIL)
-    if RETRY_ATTR not in user_attrs:
-        study.enqueue_trial(params, user_attrs={RETRY_ATTR: number})
+    stalls = 0 if progressed else user_attrs.get(STALLS_ATTR, 0) + 1
+    if stalls >= 2:
+        return False
+    run = user_attrs.get(RUN_ATTR) or user_attrs.get(CONTINUES_ATTR) or TRIAL_DIR.format(number=number)
+    study.enqueue_trial(params, user_attrs={RETRY_ATTR: number, CONTINUES_ATTR: run, STALLS_ATTR: stalls})
+    return True
+
+
+@dataclass
+class TrialStart:
+    """How a trial begins: afresh in its own ``trial-N``, or as a continuation of a stopped trial's run."""
+
+    argv: list[str]               # its train.py flags (with --resume for a continuation)
+    searched: list[str]           # the flags of the searched fields alone (for the log)
+    inherited: dict[int, float]   # epoch -> validation accuracy the continued run reached before (already reported)
+    note: str = ""                # what it continues, for the log
+
+
+def start_trial(args: TuneArgs, study: Any, trial: Any) -> TrialStart:
+    """A fresh trial, or the continuation of a stopped one: it resumes that run from its newest complete
+    checkpoint and starts with the validation accuracy of every epoch up to the checkpoint reported, so that
+    the pruner judges its whole curve."""
+    from .checkpoints import complete_checkpoints
+    params = {s.field: s.suggest(trial) for s in args.specs}
+    run = trial.user_attrs.get(CONTINUES_ATTR)
+    saved = complete_checkpoints(os.path.join(args.study_dir, run)) if run else []
+    if not saved:
+        run = TRIAL_DIR.format(number=trial.number)
+    argv = trial_argv(args, params, run)
+    trial.set_user_attr(RUN_ATTR, run)
+    trial.set_user_attr(TRAIN_ARGS_ATTR, argv)
+    if not saved:
+        return TrialStart(argv, to_argv(params), {})
+    position = saved[-1][1]
+    previous = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.user_attrs[RETRY_ATTR])
+    # The run's own log fills what the stopped trial never reported (a stop on an epoch's last step saves the
+    # evaluated epoch's checkpoint but returns before the report); what it did report wins (the log is float32).
+    inherited = logged_val_accuracy(os.path.join(args.study_dir, run), position.step)
+    inherited.update({e: v for e, v in previous.intermediate_values.items() if e <= position.epoch})
+    trial.set_user_attr(INHERITED_ATTR, len(inherited))  # first: a death while reporting is no progress
+    trial.set_user_attr(SECONDS_BEFORE_ATTR, position.elapsed_s)
+    for epoch, value in sorted(inherited.items()):
+        trial.report(value, epoch)
+    return TrialStart([*argv, "--resume"], to_argv(params), inherited,
+                      f"continues trial {previous.number} ({run}/, {len(inherited)} epochs) from its checkpoint at "
+                      f"step {position.step}")
+
+
+def logged_val_accuracy(run_dir: str, up_to_step: int) -> dict[int, float]:
+    """Epoch -> validation accuracy logged by the run at its epoch ends up to ``up_to_step`` (none without events)."""
+    from . import tracking
+    from .events import read_events
+    try:
+        scalars = read_events(run_dir).scalars
+    except UserError:
+        return {}
+    if tracking.VAL_ACCURACY not in scalars or tracking.EPOCH not in scalars:
+        return {}
+    epochs = dict(zip(scalars[tracking.EPOCH].steps, scalars[tracking.EPOCH].values))
+    accuracy = scalars[tracking.VAL_ACCURACY]
+    return {int(epochs[step]): value for step, value in zip(accuracy.steps, accuracy.values)
+            if step <= up_to_step and step in epochs and float(epochs[step]).is_integer()}
 
 
 def _counts(study: Any) -> tuple[int, int]:
@@ -499,10 +606,8 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
         if finished + running < args.options.trials:
             trial = study.ask()
             trial.set_user_attr(WORKER_ATTR, _this_worker())
-            params = {s.field: s.suggest(trial) for s in args.specs}
-            argv = trial_argv(args, params, trial.number)
-            trial.set_user_attr(TRAIN_ARGS_ATTR, argv)
-            plan = [(trial.number, argv)]
+            start = start_trial(args, study, trial)
+            plan = [(trial.number, start.argv)]
     if acc_state.num_processes > 1:
         plan = broadcast_object_list(plan)
     if plan[0] is None:
@@ -514,15 +619,19 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
         trial.set_user_attr(EPOCHS_ATTR, recipe.epochs)
         finished, _ = _counts(study)
         print(f"tune.py: trial {number} ({finished} of {args.options.trials} finished): "
-              f"{shlex.join(argv[len(args.base_argv):-2])}", flush=True)
-    pruned, last = [False], [None]
+              f"{shlex.join(start.searched)}{'; ' + start.note if start.note else ''}", flush=True)
+    # A continuation's inherited epochs are reported already (its run retrains one only after an unreadable checkpoint).
+    inherited = start.inherited if trial is not None else {}
+    pruned, last, new_epochs = [False], [None], [0]
 
     def on_epoch(summary: dict[str, Any]) -> bool:
         stop = [False]
         last[0] = summary["val_accuracy"]
         if trial is not None:
             epoch = int(summary["epoch"])
-            trial.report(summary["val_accuracy"], epoch)
+            if epoch not in inherited:
+                trial.report(summary["val_accuracy"], epoch)
+                new_epochs[0] += 1
             # A trial at the end of its schedule is complete, whatever the pruner says: pruning saves no time there.
             stop = [epoch < recipe.epochs and trial.should_prune()]
         if acc_state.num_processes > 1:
@@ -543,17 +652,20 @@ def run_trial(args: TuneArgs, study: Any | None, acc_state: Any) -> TrialResult 
         return TrialResult("FAIL", message=str(err))
     except BaseException:  # a second Ctrl-C, or a problem every trial would have: not a result of the recipe
         if trial is not None:
-            fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs)
+            fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs, new_epochs[0] > 0)
         raise
     if code == EXIT_INTERRUPTED:
-        if trial is not None:
-            fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs)
+        if trial is not None:  # stopped by its user, not by its recipe: always continued
+            fail_and_queue_again(study, trial.number, trial.params, trial.user_attrs, progressed=True)
         return TrialResult("INTERRUPTED")
     if trial is None:
         return TrialResult("PRUNED" if pruned[0] else "COMPLETE")
     if pruned[0]:
         tell(study, trial, state=optuna.trial.TrialState.PRUNED)  # its value: the last one reported
         return TrialResult("PRUNED", last[0])
+    if last[0] is None and inherited and max(inherited) >= recipe.epochs:
+        # a continuation of a run that had finished (weights saved) when its worker died: nothing left to train
+        last[0] = inherited[max(inherited)]
     if last[0] is None:  # no epoch was evaluated (cannot happen with --epochs >= 1, but never tell a made-up value)
         tell(study, trial, state=optuna.trial.TrialState.FAIL)
         return TrialResult("FAIL", message="no epoch was evaluated")
@@ -576,9 +688,11 @@ def run_study(args: TuneArgs, pruner: Any = None) -> int:
         # Before anything is written: the data is there and leaves room for the validation split.
         load_datasets(args.base.options.data_dir, recipe.dataset, recipe.val_size, test=False)
         study = load_or_create_study(args, pruner)
-        for number in fail_dead_trials(study):
-            print(f"tune.py: trial {number} was running in a process that has died; marked failed, its recipe "
-                  f"queued again", flush=True)
+        for number, queued in fail_dead_trials(study):
+            then = ("a trial that continues its run is queued" if queued else "not queued again: it died twice "
+                    "without finishing an epoch")
+            print(f"tune.py: trial {number} was running in a process that has died; marked failed, {then}",
+                  flush=True)
     if args.options.sampler == "grid":
         args.options.trials = min(args.options.trials, math.prod(len(s.values) for s in args.specs))
     started, failures = time.monotonic(), 0
@@ -596,7 +710,7 @@ def run_study(args: TuneArgs, pruner: Any = None) -> int:
             break
         if result.state == "INTERRUPTED":
             if acc_state.is_main_process:
-                print("tune.py: interrupted; the unfinished trial is queued again. Resume with the same command",
+                print("tune.py: interrupted; the unfinished trial is queued to continue. Resume with the same command",
                       flush=True)
             return EXIT_INTERRUPTED
         failures += result.state == "FAIL"
@@ -658,7 +772,7 @@ def pruning_savings(trials: Sequence[Any]) -> Savings:
     for t in trials:
         if t.state.name not in ("COMPLETE", "PRUNED") or t.duration is None:
             continue
-        seconds = t.duration.total_seconds()
+        seconds = t.duration.total_seconds() + t.user_attrs.get(SECONDS_BEFORE_ATTR, 0.0)
         done, planned = len(t.intermediate_values), t.user_attrs.get(EPOCHS_ATTR, 0)
         saved.epochs_run += done
         saved.epochs_planned += max(planned, done)
@@ -680,8 +794,9 @@ def report(args: TuneArgs, study: Any) -> str:
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if complete:
         best = max(complete, key=lambda t: t.value)
+        run = best.user_attrs.get(RUN_ATTR, TRIAL_DIR.format(number=best.number))
         lines += [f"Best: trial {best.number}, validation accuracy {best.value:.2f}% after "
-                  f"{len(best.intermediate_values)} epochs ({TRIAL_DIR.format(number=best.number)}/). Its recipe:",
+                  f"{len(best.intermediate_values)} epochs ({run}/). Its recipe:",
                   "", "    " + train_command(best.user_attrs[TRAIN_ARGS_ATTR]), "",
                   "(without --val-size it trains on every training image and is scored on the test set)", ""]
     saved = pruning_savings(trials)
@@ -697,7 +812,8 @@ def report(args: TuneArgs, study: Any) -> str:
     for t in sorted(trials, key=lambda t: (t.value is None, -(t.value or 0), t.number)):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         value = t.value if t.value is not None else last
-        minutes = f"{t.duration.total_seconds() / 60:.2f}" if t.duration else ""
+        before = t.user_attrs.get(SECONDS_BEFORE_ATTR, 0.0)
+        minutes = f"{(t.duration.total_seconds() + before) / 60:.2f}" if t.duration else ""
         lines.append(f"| {t.number} | {t.state.name.lower()} | "
                      + " | ".join(_format(_round(t.params.get(n, ""))) for n in names)
                      + f" | {len(t.intermediate_values)}/{t.user_attrs.get(EPOCHS_ATTR, '')} | "

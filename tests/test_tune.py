@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -156,17 +157,29 @@ def test_report_alone_reads_the_study(pruned_study) -> None:
 
 def test_killed_study_resumes_with_the_right_count(data_dir: Path, tmp_path: Path) -> None:
     argv = study_argv(data_dir, tmp_path, "k", "--trials", "3", "--pruner", "none")
-    # SIGKILL after step 20 of the first trial: in its third epoch, with two epochs reported.
+    # SIGKILL after step 20 of the first trial: in its third epoch, with two epochs reported and checkpointed.
     killed = tune_cli(*argv, env={VARIABLE: "step:20"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert states(load(tmp_path, "k")) == ["RUNNING"]
     resumed = tune_cli(*argv)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "trial 0 was running in a process that has died" in resumed.stdout
+    assert ("trial 0 was running in a process that has died; marked failed, a trial that continues its run is "
+            "queued") in resumed.stdout
     study = load(tmp_path, "k")
     assert states(study) == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
     first, retry = study.trials[0], study.trials[1]
     assert retry.params == first.params and retry.user_attrs[tune.RETRY_ATTR] == 0
+    # The continuation resumed trial 0's run at its epoch-2 checkpoint instead of training it again from the start.
+    step = 2 * STEPS_PER_EPOCH
+    assert f"continues trial 0 (trial-0/, 2 epochs) from its checkpoint at step {step}" in resumed.stdout
+    assert f"trial-0 at epoch 2, step {step}" in resumed.stdout
+    assert retry.user_attrs[tune.RUN_ATTR] == "trial-0" and not (tmp_path / "k" / "trial-1").exists()
+    assert sorted(retry.intermediate_values) == [1, 2, 3]
+    assert {e: retry.intermediate_values[e] for e in (1, 2)} == first.intermediate_values
+    logged = read_events(str(tmp_path / "k" / "trial-0")).scalars[tracking.VAL_ACCURACY]
+    assert logged.values[-1] == pytest.approx(retry.value)  # the run directory holds the whole 3-epoch run
+    assert retry.user_attrs[tune.SECONDS_BEFORE_ATTR] > 0
+    assert "(trial-1/)" not in tune_cli("--study", "k", "--logdir", str(tmp_path), "--report").stdout
     # Nothing more to do: the same command again trains nothing.
     again = tune_cli(*argv)
     assert again.returncode == 0 and "tune.py: trial" not in again.stdout
@@ -175,15 +188,52 @@ def test_killed_study_resumes_with_the_right_count(data_dir: Path, tmp_path: Pat
 
 def test_ctrl_c_stops_a_study_that_resumes(data_dir: Path, tmp_path: Path) -> None:
     argv = study_argv(data_dir, tmp_path, "c", "--trials", "2", "--pruner", "none")
-    stopped = tune_cli(*argv, env={VARIABLE: "interrupt:20"})  # SIGINT, as Ctrl-C sends it, after step 20
+    # SIGINT, as Ctrl-C sends it, on the last step of epoch 2: the epoch is evaluated, logged and checkpointed,
+    # and the run stops before the study hears of it.
+    step = 2 * STEPS_PER_EPOCH
+    stopped = tune_cli(*argv, env={VARIABLE: f"interrupt:{step}"})
     assert stopped.returncode == 130, stopped.stderr[-2000:]
-    assert "interrupted at step 20" in stopped.stdout and "Resume with the same command" in stopped.stdout
-    assert states(load(tmp_path, "c")) == ["FAIL", "WAITING"]  # the trial's recipe queued again, not counted
+    assert f"interrupted at step {step}" in stopped.stdout and "Resume with the same command" in stopped.stdout
+    assert states(load(tmp_path, "c")) == ["FAIL", "WAITING"]  # the trial queued to continue, not counted
+    assert sorted(load(tmp_path, "c").trials[0].intermediate_values) == [1]
     resumed = tune_cli(*argv)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = load(tmp_path, "c")
     assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
-    assert study.trials[1].params == study.trials[0].params
+    first, retry = study.trials[0], study.trials[1]
+    assert retry.params == first.params
+    # The continuation takes epoch 2's accuracy from the run's log and trains only epoch 3.
+    assert f"continues trial 0 (trial-0/, 2 epochs) from its checkpoint at step {step}" in resumed.stdout
+    logged = read_events(str(tmp_path / "c" / "trial-0")).scalars[tracking.VAL_ACCURACY]
+    assert [retry.intermediate_values[e] for e in (1, 2, 3)] == pytest.approx(logged.values)
+    assert retry.intermediate_values[1] == first.intermediate_values[1]
+    assert sorted(p.name for p in (tmp_path / "c").glob("trial-*")) == ["trial-0", "trial-2"]
+
+
+def test_a_recipe_whose_trials_die_twice_without_an_epoch_is_not_queued_again() -> None:
+    study = optuna.create_study(direction="maximize")
+    # a fresh trial that died in its first epoch: queued as a continuation of its run
+    first = study.ask()
+    first.set_user_attr(tune.RUN_ATTR, "trial-0")
+    assert tune.fail_and_queue_again(study, first.number, {}, study.trials[0].user_attrs, progressed=False)
+    assert states(study) == ["FAIL", "WAITING"]
+    assert study.trials[1].user_attrs == {tune.RETRY_ATTR: 0, tune.CONTINUES_ATTR: "trial-0", tune.STALLS_ATTR: 1}
+    # its continuation finishes an epoch, then dies: queued again, still in trial-0, its count of stalls reset
+    second = study.ask()
+    second.set_user_attr(tune.RUN_ATTR, "trial-0")
+    second.set_user_attr(tune.INHERITED_ATTR, 0)
+    second.set_user_attr(tune.WORKER_ATTR, f"{socket.gethostname()} 999999999 0.0")  # no such process
+    second.report(90.0, 1)
+    assert tune.fail_dead_trials(study) == [(second.number, True)]
+    assert states(study) == ["FAIL", "FAIL", "WAITING"]
+    assert study.trials[2].user_attrs[tune.CONTINUES_ATTR] == "trial-0"
+    assert study.trials[2].user_attrs[tune.STALLS_ATTR] == 0
+    # two deaths in a row without an epoch: a recipe that kills its worker is not tried a third time
+    third = study.ask()  # trial 2, the queued continuation
+    assert tune.fail_and_queue_again(study, third.number, {}, study.trials[2].user_attrs, progressed=False)
+    fourth = study.ask()
+    assert not tune.fail_and_queue_again(study, fourth.number, {}, study.trials[3].user_attrs, progressed=False)
+    assert states(study) == ["FAIL"] * 4
 
 
 def test_two_workers_fill_one_study(data_dir: Path, tmp_path: Path) -> None:
@@ -251,6 +301,11 @@ def test_a_study_on_two_processes(data_dir: Path, tmp_path: Path) -> None:
     ([*SEARCH, "--data-dir", "/nonexistent"], ["/nonexistent"]),
     (["--search", "lr=log:1e-3..1e-2", "--trials", "0"], ["--trials must be positive"]),
     (["--report"], ["no study in", "--search"]),
+    ([*SEARCH, "--enqueue", "lr=0.002,depth=2"], ["'depth' is not searched"]),
+    ([*SEARCH, "--enqueue", "lr=0.5"], ["lr = 0.5 is outside --search lr=log:0.001..0.01"]),
+    ([*SEARCH, "--enqueue", "lr"], ["expected FIELD=VALUE"]),
+    ([*SEARCH, "--enqueue", "lr=abc"], ["--enqueue lr=abc: 'abc' is not a value of --lr"]),
+    (["--search", "depth=1,2", "--sampler", "grid", "--enqueue", "depth=1"], ["does not go with --sampler grid"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(data_dir: Path, tmp_path: Path, monkeypatch, args, words) -> None:
     for name, value in NO_NETWORK.items():  # a missing dataset's download fails at once
@@ -288,6 +343,21 @@ def test_without_optuna_says_what_to_install(tmp_path: Path) -> None:
     result = run_python("-c", code)
     assert result.returncode == 2 and 'pip install -e ".[tune]"' in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_enqueued_trials_run_first_and_only_when_the_study_is_created(data_dir: Path, tmp_path: Path) -> None:
+    argv = ["--study", "q", "--preset", "tiny", "--data-dir", str(data_dir), "--logdir", str(tmp_path),
+            "--val-size", "48", "--search", "lr=log:1e-3..1e-2", "--search", "depth=1,2,3"]
+    args = tune.parse_tune_args([*argv, "--enqueue", "depth=3,lr=0.002", "--enqueue", "depth=2"])
+    assert args.enqueued == [{"depth": 3, "lr": 0.002}, {"depth": 2}]
+    study = tune.load_or_create_study(args)
+    first, second = study.ask(), study.ask()
+    assert {s.field: s.suggest(first) for s in args.specs} == {"lr": 0.002, "depth": 3}
+    assert second.suggest_categorical("depth", [1, 2, 3]) == 2  # the rest of it drawn
+    assert 1e-3 <= second.suggest_float("lr", 1e-3, 1e-2, log=True) <= 1e-2
+    # resumed (the study exists): its queue is not filled again
+    resumed = tune.load_or_create_study(tune.parse_tune_args([*argv, "--enqueue", "depth=1"]))
+    assert [t.state.name for t in resumed.get_trials()] == ["RUNNING", "RUNNING"]
 
 
 def test_search_specs() -> None:
