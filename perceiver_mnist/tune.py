@@ -140,11 +140,16 @@ def _value(name: str, text: str, kind: str, spec: str, flag: str = "--search") -
         raise UserError(f"{flag} {spec}: {text!r} is not a value of --{_flag(name)} ({kind})") from None
 
 
+def _field_name(text: str) -> str:
+    """A recipe field's name as given to --search or --enqueue (``lr``, ``latent-dim``, ``--depth``)."""
+    return text.strip().lstrip("-").replace("-", "_")
+
+
 def parse_search(spec: str) -> SearchSpec:
     """``FIELD=SPEC`` checked against the recipe's fields and types (values are checked against the recipe by
     ``check_space``)."""
     field_text, eq, body = spec.partition("=")
-    name = field_text.strip().lstrip("-").replace("-", "_")
+    name = _field_name(field_text)
     types = _recipe_types()
     if not eq or not body.strip():
         raise UserError(f"--search {spec!r}: expected FIELD=SPEC, e.g. lr=log:1e-4..1e-2, depth=1..4 or "
@@ -295,7 +300,7 @@ def parse_enqueue(text: str, specs: Sequence[SearchSpec]) -> dict[str, Any]:
     params = {}
     for item in text.split(","):
         field_text, eq, value_text = item.partition("=")
-        name = field_text.strip().lstrip("-").replace("-", "_")
+        name = _field_name(field_text)
         if not eq or not value_text.strip():
             raise UserError(f"--enqueue {text}: expected FIELD=VALUE,FIELD=VALUE, e.g. epochs=60,mixup=0.0")
         if name not in searched:
@@ -566,16 +571,16 @@ def logged_val_accuracy(run_dir: str, up_to_step: int) -> dict[int, float]:
     """Epoch -> validation accuracy logged by the run at its epoch ends up to ``up_to_step`` (none without events)."""
     from . import tracking
     from .events import read_events
+    from .figures import per_epoch
     try:
-        scalars = read_events(run_dir).scalars
+        events = read_events(run_dir)
     except UserError:
         return {}
-    if tracking.VAL_ACCURACY not in scalars or tracking.EPOCH not in scalars:
+    if tracking.VAL_ACCURACY not in events.scalars or tracking.EPOCH not in events.scalars:
         return {}
-    epochs = dict(zip(scalars[tracking.EPOCH].steps, scalars[tracking.EPOCH].values))
-    accuracy = scalars[tracking.VAL_ACCURACY]
-    return {int(epochs[step]): value for step, value in zip(accuracy.steps, accuracy.values)
-            if step <= up_to_step and step in epochs and float(epochs[step]).is_integer()}
+    epochs, values = per_epoch(events, tracking.VAL_ACCURACY)
+    steps = events.scalars[tracking.VAL_ACCURACY].steps
+    return {int(e): float(v) for step, e, v in zip(steps, epochs, values) if step <= up_to_step and e.is_integer()}
 
 
 def _counts(study: Any) -> tuple[int, int]:
@@ -767,12 +772,17 @@ class Savings:
     seconds_saved: float = 0.0
 
 
+def trained_seconds(trial: Any) -> float:
+    """A finished trial's time, with its run's training time before it for a continuation."""
+    return trial.duration.total_seconds() + trial.user_attrs.get(SECONDS_BEFORE_ATTR, 0.0)
+
+
 def pruning_savings(trials: Sequence[Any]) -> Savings:
     saved = Savings()
     for t in trials:
         if t.state.name not in ("COMPLETE", "PRUNED") or t.duration is None:
             continue
-        seconds = t.duration.total_seconds() + t.user_attrs.get(SECONDS_BEFORE_ATTR, 0.0)
+        seconds = trained_seconds(t)
         done, planned = len(t.intermediate_values), t.user_attrs.get(EPOCHS_ATTR, 0)
         saved.epochs_run += done
         saved.epochs_planned += max(planned, done)
@@ -812,8 +822,7 @@ def report(args: TuneArgs, study: Any) -> str:
     for t in sorted(trials, key=lambda t: (t.value is None, -(t.value or 0), t.number)):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         value = t.value if t.value is not None else last
-        before = t.user_attrs.get(SECONDS_BEFORE_ATTR, 0.0)
-        minutes = f"{(t.duration.total_seconds() + before) / 60:.2f}" if t.duration else ""
+        minutes = f"{trained_seconds(t) / 60:.2f}" if t.duration else ""
         lines.append(f"| {t.number} | {t.state.name.lower()} | "
                      + " | ".join(_format(_round(t.params.get(n, ""))) for n in names)
                      + f" | {len(t.intermediate_values)}/{t.user_attrs.get(EPOCHS_ATTR, '')} | "
